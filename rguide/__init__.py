@@ -1,0 +1,1 @@
+"""Command-line entry point of the robust-guidance system (console script ``rguide``)."""

@@ -1,0 +1,3 @@
+from rguide.cli import main
+
+raise SystemExit(main())
