@@ -1,0 +1,205 @@
+"""Presets: named bundles of a diffusion model, its guiding classifiers and defaults.
+
+Presets are data (``model_core/data/presets/<name>.json``), read without torch
+so the API can validate requests against them at the edge. A preset names
+
+* ``diffusion``: the UNet's architecture (``model``, ADM flags), the process
+  (``process``: schedule, learned sigma) and where its weights live;
+* ``classifiers``: one entry per guidance method (at least ``vanilla`` and
+  ``robust``), each an architecture plus weights;
+* image size, channels, class names, default guidance scales, default
+  respacing and sampler.
+
+Where weights live (``checkpoint``): the environment variable named by
+``env`` wins when set; otherwise ``path``, where ``bundled:REL`` means a file
+shipped inside ``model_core/weights`` and any other relative path is taken
+under ``$RGUIDE_CHECKPOINT_DIR`` (default ``./checkpoints``). A checkpoint
+with ``path: null`` and an ``init_seed`` is a deterministic random
+initialisation (the ``tiny`` test preset).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+PRESET_DIR = Path(__file__).resolve().parent / "data" / "presets"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+class UnknownPresetError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    role: str
+    path: str | None
+    env: str | None
+    init_seed: int | None
+
+    def resolve(self) -> Path | None:
+        """The file to load, or None for a seeded random initialisation."""
+        if self.env and os.environ.get(self.env):
+            return Path(os.environ[self.env]).expanduser()
+        if self.path is None:
+            return None
+        if self.path.startswith("bundled:"):
+            return WEIGHTS_DIR / self.path[len("bundled:"):]
+        p = Path(self.path).expanduser()
+        if p.is_absolute():
+            return p
+        return Path(os.environ.get("RGUIDE_CHECKPOINT_DIR", "checkpoints")).expanduser() / p
+
+    def problem(self) -> str | None:
+        path = self.resolve()
+        if path is None or path.is_file():
+            return None
+        hint = f" (set {self.env} to its path)" if self.env else ""
+        return f"{self.role} weights not found at {path}{hint}"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    image_size: int
+    in_channels: int
+    num_classes: int
+    class_names: tuple[str, ...]
+    diffusion: dict[str, Any]
+    classifiers: dict[str, dict[str, Any]]
+    default_scales: dict[str, float]
+    default_steps: str
+    default_sampler: str
+    clip_denoised: bool = True
+    max_scale: float = 100.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return ("none",) + tuple(self.classifiers)
+
+    def weights(self) -> dict[str, WeightsSpec]:
+        """Role -> weights spec; roles are "diffusion" and "classifier:<method>"."""
+        specs = {"diffusion": _weights_spec("diffusion model", self.diffusion.get("checkpoint", {}))}
+        for method, cfg in self.classifiers.items():
+            specs[f"classifier:{method}"] = _weights_spec(f"{method} classifier", cfg.get("checkpoint", {}))
+        return specs
+
+    def missing_checkpoints(self, methods: list[str] | None = None) -> list[str]:
+        wanted = None if methods is None else {"diffusion", *(f"classifier:{m}" for m in methods if m != "none")}
+        problems = []
+        for role, spec in self.weights().items():
+            if wanted is not None and role not in wanted:
+                continue
+            msg = spec.problem()
+            if msg:
+                problems.append(f"preset {self.name!r}: {msg}")
+        return problems
+
+    def resolve_label(self, label: int | str) -> int:
+        """A class index from an index or a class name (case-insensitive)."""
+        if isinstance(label, bool):
+            raise ValueError(f"class label {label!r} is not an index or a class name")
+        if isinstance(label, int):
+            if not 0 <= label < self.num_classes:
+                raise ValueError(
+                    f"class label {label} is out of range for preset {self.name!r}: use 0..{self.num_classes - 1}")
+            return label
+        if isinstance(label, str):
+            text = label.strip()
+            if text.isdigit():
+                return self.resolve_label(int(text))
+            key = " ".join(text.replace("_", " ").lower().split())
+            hits = [i for i, name in enumerate(self.class_names) if name.lower() == key]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise ValueError(
+                    f"class name {label!r} is ambiguous in preset {self.name!r} (indices {hits}); use an index")
+            raise ValueError(f"class name {label!r} is not a class of preset {self.name!r}")
+        raise ValueError(f"class label {label!r} is not an index or a class name")
+
+    def scale_for(self, method: str, scale: float | None) -> float:
+        if method == "none":
+            return 0.0
+        return float(self.default_scales.get(method, 1.0) if scale is None else scale)
+
+    def to_public_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "image_size": self.image_size,
+            "channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "classes": [{"index": i, "name": n} for i, n in enumerate(self.class_names)],
+            "guidance_methods": list(self.methods) + ["pair"],
+            "default_scales": dict(self.default_scales),
+            "max_scale": self.max_scale,
+            "default_steps": self.default_steps,
+            "default_sampler": self.default_sampler,
+            "available": not self.missing_checkpoints(),
+        }
+
+
+def _weights_spec(role: str, cfg: dict) -> WeightsSpec:
+    return WeightsSpec(role=role, path=cfg.get("path"), env=cfg.get("env"), init_seed=cfg.get("init_seed"))
+
+
+def _load(path: Path) -> Preset:
+    raw = json.loads(path.read_text())
+    names = raw.get("class_names")
+    if isinstance(names, str):  # a file under model_core/data, for long lists
+        names = [line.strip() for line in (DATA_DIR / names).read_text().splitlines() if line.strip()]
+    if len(names) != raw["num_classes"]:
+        raise ValueError(f"preset {path.name}: {len(names)} class names for {raw['num_classes']} classes")
+    for required in ("vanilla", "robust"):
+        if required not in raw["classifiers"]:
+            raise ValueError(f"preset {path.name}: a preset needs a {required!r} classifier")
+    return Preset(
+        name=raw["name"], description=raw.get("description", ""), image_size=int(raw["image_size"]),
+        in_channels=int(raw.get("in_channels", 3)), num_classes=int(raw["num_classes"]),
+        class_names=tuple(names), diffusion=raw["diffusion"], classifiers=raw["classifiers"],
+        default_scales={k: float(v) for k, v in raw["default_scales"].items()},
+        default_steps=str(raw.get("default_steps", "250")), default_sampler=raw.get("default_sampler", "ddpm"),
+        clip_denoised=bool(raw.get("clip_denoised", True)), max_scale=float(raw.get("max_scale", 100.0)),
+        extra=raw.get("extra", {}),
+    )
+
+
+@lru_cache(maxsize=None)
+def _all() -> dict[str, Preset]:
+    presets = {}
+    for path in sorted(PRESET_DIR.glob("*.json")):
+        preset = _load(path)
+        presets[preset.name] = preset
+    return presets
+
+
+def list_presets() -> list[Preset]:
+    return list(_all().values())
+
+
+def get_preset(name: str | None = None) -> Preset:
+    name = name or default_preset_name()
+    try:
+        return _all()[name]
+    except KeyError:
+        known = ", ".join(sorted(_all()))
+        raise UnknownPresetError(f"preset {name!r} is unknown; known presets: {known}") from None
+
+
+def default_preset_name() -> str:
+    """``$RGUIDE_PRESET``, else the bundled demo when its weights are present, else ``tiny``."""
+    env = os.environ.get("RGUIDE_PRESET")
+    if env:
+        return env
+    demo = _all().get("demo")
+    if demo is not None and not demo.missing_checkpoints():
+        return "demo"
+    return "tiny"

@@ -1,0 +1,97 @@
+"""Timestep respacing specs, with the semantics of the public ADM code.
+
+Torch-free on purpose: the API validates ``steps`` at the edge with this
+module and must not import torch at request time.
+
+* ``"250"`` keeps 250 of the 1000 training steps, striding uniformly (with
+  rounding) so that both the first and the last step are kept.
+* ``"10,15,20"`` splits the 1000 steps into three equal sections and keeps
+  10, 15 and 20 steps of them respectively.
+* ``"ddim25"`` keeps an exact integer stride: ``range(0, 1000, 40)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SAMPLERS = ("ddpm", "ddim")
+
+
+def space_timesteps(num_timesteps: int, section_counts: str | list[int]) -> list[int]:
+    """Return the sorted original timestep indices kept by a respacing spec."""
+    if isinstance(section_counts, str):
+        if section_counts.startswith("ddim"):
+            want = _positive_int(section_counts[len("ddim"):], section_counts)
+            for stride in range(1, num_timesteps + 1):
+                if len(range(0, num_timesteps, stride)) == want:
+                    return list(range(0, num_timesteps, stride))
+            raise ValueError(
+                f"steps {section_counts!r}: no integer stride gives exactly {want} "
+                f"of {num_timesteps} steps; use a plain count such as {want!s}"
+            )
+        section_counts = [_positive_int(part, section_counts) for part in section_counts.split(",")]
+    n_sections = len(section_counts)
+    base, extra = divmod(num_timesteps, n_sections)
+    kept: list[int] = []
+    start = 0
+    for i, count in enumerate(section_counts):
+        size = base + (1 if i < extra else 0)
+        if count > size:
+            raise ValueError(
+                f"steps: cannot keep {count} steps of a section of {size} "
+                f"(of {num_timesteps} training steps)"
+            )
+        stride = 1.0 if count <= 1 else (size - 1) / (count - 1)
+        position = 0.0
+        for _ in range(count):
+            kept.append(start + round(position))
+            position += stride
+        start += size
+    return sorted(set(kept))
+
+
+def _positive_int(text: str, spec: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"steps {spec!r} is not a step count: use e.g. '250', 'ddim50' or '10,15,20'") from None
+    if value < 1:
+        raise ValueError(f"steps {spec!r}: the number of steps must be at least 1")
+    return value
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    sampler: str
+    spec: str
+    num_steps: int
+    timesteps: tuple[int, ...]
+
+
+def parse_steps(spec: str | int, sampler: str | None = None, num_timesteps: int = 1000) -> StepSpec:
+    """Validate a steps spec and say which sampler it implies.
+
+    ``ddimN`` implies the DDIM sampler; a plain count uses ``sampler``
+    (default ``ddpm``). A DDIM spec with ``sampler="ddpm"`` is refused rather
+    than silently reinterpreted.
+    """
+    if isinstance(spec, bool):
+        raise ValueError("steps must be a step count such as 250, '250' or 'ddim50', not a boolean")
+    if sampler is not None and sampler not in SAMPLERS:
+        raise ValueError(f"sampler {sampler!r} is unknown; choose one of {', '.join(SAMPLERS)}")
+    if isinstance(spec, int):
+        spec = str(spec)
+    if not isinstance(spec, str):
+        raise ValueError(f"steps must be an integer or a string such as '250' or 'ddim50', not {type(spec).__name__}")
+    text = spec.strip().lower().replace(" ", "")
+    if not text:
+        raise ValueError("steps is empty: use e.g. '250' or 'ddim50'")
+    if text.startswith("ddim"):
+        if sampler == "ddpm":
+            raise ValueError(f"steps {spec!r} is a DDIM spacing but sampler is 'ddpm'")
+        chosen = "ddim"
+    else:
+        chosen = sampler or "ddpm"
+    kept = space_timesteps(num_timesteps, text)
+    if len(kept) > num_timesteps:
+        raise ValueError(f"steps {spec!r}: more steps than the {num_timesteps} the model was trained with")
+    return StepSpec(sampler=chosen, spec=text, num_steps=len(kept), timesteps=tuple(kept))
