@@ -45,8 +45,14 @@ def _check_seed(seed: int) -> int:
 def sample(diffusion: GaussianDiffusion, unet: torch.nn.Module, classifiers: Mapping[str, torch.nn.Module],
            trajectories: list[Trajectory], shape: tuple[int, int, int], *, sampler: str = "ddpm",
            eta: float = 0.0, clip_denoised: bool = True, device: str | torch.device = "cpu",
-           class_cond: bool = True, callback: StepCallback | None = None) -> torch.Tensor:
-    """Sample every trajectory; returns x_0 as a float tensor in [-1, 1], shape (N, C, H, W)."""
+           class_cond: bool = True, callback: StepCallback | None = None,
+           generators: list[torch.Generator] | None = None) -> torch.Tensor:
+    """Sample every trajectory; returns x_0 as a float tensor in [-1, 1], shape (N, C, H, W).
+
+    ``generators`` (one CPU generator per trajectory) replaces the default
+    ``torch.Generator().manual_seed(seed)``; each is left advanced by exactly
+    1 + num_steps draws, so a caller may continue the stream.
+    """
     if sampler not in ("ddpm", "ddim"):
         raise ValueError(f"sampler {sampler!r} is unknown; choose 'ddpm' or 'ddim'")
     if not trajectories:
@@ -56,7 +62,10 @@ def sample(diffusion: GaussianDiffusion, unet: torch.nn.Module, classifiers: Map
     for tr in trajectories:
         if tr.method != "none" and tr.method not in classifiers:
             raise ValueError(f"guidance method {tr.method!r} has no classifier loaded")
-    generators = [torch.Generator().manual_seed(_check_seed(tr.seed)) for tr in trajectories]
+    if generators is None:
+        generators = [torch.Generator().manual_seed(_check_seed(tr.seed)) for tr in trajectories]
+    elif len(generators) != n:
+        raise ValueError(f"{len(generators)} generators for {n} trajectories")
 
     def draw() -> torch.Tensor:
         return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)

@@ -1,0 +1,192 @@
+"""The guided sampling loop against hand-written reference steps.
+
+Each test here fails on one of the usual mistakes: respaced timesteps passed
+to the networks, the gradient taken at the predicted x_0 instead of x_t, the
+step variance left out of the mean shift, guidance skipped on the last step,
+a noise draw missing at t=0, or DDIM's eps shift.
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model_core.diffusion import create_diffusion
+from model_core.guidance import log_prob_grad
+from model_core.sampling import SamplingCancelled, Trajectory, sample
+
+SHAPE = (1, 3, 3)
+NCLS = 3
+
+
+class FakeUNet(torch.nn.Module):
+    """Deterministic eps and learned-variance outputs that depend on x, t and y."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen_t = []
+
+    def forward(self, x, t, y=None):
+        self.seen_t.append(t.tolist())
+        tt = t.float().view(-1, 1, 1, 1) / 1000
+        eps = 0.3 * torch.tanh(x) + 0.1 * tt + 0.05 * y.float().view(-1, 1, 1, 1)
+        v = torch.tanh(0.5 * x - 0.2)
+        return torch.cat([eps, v], dim=1)
+
+
+class FakeClassifier(torch.nn.Module):
+    """Logits nonlinear in x (so a gradient taken at x_0 differs from one at x_t) and t-dependent."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w = torch.nn.Parameter(torch.randn(NCLS, math.prod(SHAPE), generator=g))
+        self.seen_t = []
+
+    def forward(self, x, t):
+        self.seen_t.append(t.tolist())
+        h = torch.sin(x.flatten(1)) * (1 + t.float().view(-1, 1) / 1000)
+        return h @ self.w.t()
+
+
+def ref_grad(clf, x, t_orig, y):
+    x = x.detach().clone().requires_grad_(True)
+    lp = F.log_softmax(torch.sin(x.flatten(1)) * (1 + t_orig / 1000) @ clf.w.detach().t(), dim=-1)
+    (g,) = torch.autograd.grad(lp[0, y], x)
+    return g
+
+
+def reference_ddpm(d, unet, clf, label, seed, scale, guided=True):
+    """One trajectory, written out step by step from the formulas (float64 schedule)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(SHAPE, generator=g).unsqueeze(0)
+    for i in reversed(range(d.num_timesteps)):
+        t_orig = d.timestep_map[i]
+        out = unet(x, torch.tensor([t_orig]), y=torch.tensor([label]))
+        eps, v = out[:, :1], out[:, 1:]
+        ab, ab_prev, beta = d.alphas_cumprod[i], d.alphas_cumprod_prev[i], d.betas[i]
+        x0 = ((x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)).clamp(-1, 1)
+        mean = (beta * math.sqrt(ab_prev) / (1 - ab)) * x0 + ((1 - ab_prev) * math.sqrt(1 - beta) / (1 - ab)) * x
+        frac = (v + 1) / 2
+        logvar = frac * math.log(beta) + (1 - frac) * float(d.posterior_log_variance_clipped[i])
+        if guided:
+            mean = mean + logvar.exp() * scale * ref_grad(clf, x, t_orig, label)
+        noise = torch.randn(SHAPE, generator=g).unsqueeze(0)
+        x = mean + (0.0 if i == 0 else 1.0) * (0.5 * logvar).exp() * noise
+    return x, g
+
+
+@pytest.mark.parametrize("steps", ["7", "ddim5"])
+def test_networks_see_original_timesteps_every_step_including_the_last(steps):
+    d = create_diffusion({"learn_sigma": True}, steps)
+    unet, clf = FakeUNet(), FakeClassifier()
+    sample(d, unet, {"robust": clf}, [Trajectory(1, 0, "robust", 1.0)], SHAPE,
+           sampler="ddim" if steps.startswith("ddim") else "ddpm")
+    want = list(reversed(d.timestep_map))
+    assert [s[0] for s in unet.seen_t] == want
+    assert [s[0] for s in clf.seen_t] == want  # guidance on every step, t=0 included
+    # "7" strides to the last training step; "ddim5" is range(0, 1000, 200).
+    assert want[0] == (800 if steps == "ddim5" else 999) and want[-1] == 0
+
+
+def test_ddpm_guided_trajectory_matches_reference_and_consumes_one_draw_per_step():
+    d = create_diffusion({"learn_sigma": True}, "6")
+    unet, clf = FakeUNet(), FakeClassifier()
+    gens = [torch.Generator().manual_seed(123)]
+    got = sample(d, unet, {"robust": clf}, [Trajectory(2, 123, "robust", 2.0)], SHAPE, generators=gens)
+    want, ref_gen = reference_ddpm(d, unet, clf, 2, 123, 2.0)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # Same stream position: x_T plus one draw per step, the t=0 step included.
+    assert torch.equal(gens[0].get_state(), ref_gen.get_state())
+
+
+def test_the_guidance_shift_is_scaled_by_the_step_variance_and_taken_at_x_t():
+    d = create_diffusion({"learn_sigma": True}, "4")
+    unet, clf = FakeUNet(), FakeClassifier()
+    guided = sample(d, unet, {"robust": clf}, [Trajectory(0, 5, "robust", 3.0)], SHAPE)
+    plain = sample(d, unet, {"robust": clf}, [Trajectory(0, 5, "none", 0.0)], SHAPE)
+    assert not torch.allclose(guided, plain)
+    # A reference with the shift left unscaled by Sigma, or taken at x_0, differs.
+    want, _ = reference_ddpm(d, unet, clf, 0, 5, 3.0)
+    torch.testing.assert_close(guided, want, rtol=1e-5, atol=1e-5)
+    unguided_ref, _ = reference_ddpm(d, unet, clf, 0, 5, 0.0, guided=False)
+    torch.testing.assert_close(plain, unguided_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_last_step_is_guided():
+    """Changing only the classifier's verdict at t=0 must change the output."""
+    d = create_diffusion({"learn_sigma": True}, "3")
+    unet = FakeUNet()
+
+    class OnlyAtZero(FakeClassifier):
+        def forward(self, x, t):
+            return super().forward(x, t) * (t == 0).float().view(-1, 1)
+
+    out = sample(d, unet, {"robust": OnlyAtZero()}, [Trajectory(1, 9, "robust", 5.0)], SHAPE)
+    plain = sample(d, unet, {"robust": OnlyAtZero()}, [Trajectory(1, 9, "none", 0.0)], SHAPE)
+    assert (out - plain).abs().max() > 1e-4
+
+
+def test_ddim_shifts_eps_by_sqrt_one_minus_alpha_bar():
+    d = create_diffusion({"learn_sigma": True}, "ddim4")
+    unet, clf = FakeUNet(), FakeClassifier()
+    got = sample(d, unet, {"robust": clf}, [Trajectory(1, 3, "robust", 1.5)], SHAPE, sampler="ddim")
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(SHAPE, generator=g).unsqueeze(0)
+    for i in reversed(range(d.num_timesteps)):
+        t_orig = d.timestep_map[i]
+        eps = unet(x, torch.tensor([t_orig]), y=torch.tensor([1]))[:, :1]
+        ab, ab_prev = d.alphas_cumprod[i], d.alphas_cumprod_prev[i]
+        x0 = ((x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)).clamp(-1, 1)
+        eps = (x - math.sqrt(ab) * x0) / math.sqrt(1 - ab)
+        eps = eps - math.sqrt(1 - ab) * 1.5 * ref_grad(clf, x, t_orig, 1)
+        x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+        x = x0 * math.sqrt(ab_prev) + math.sqrt(1 - ab_prev) * eps  # eta = 0
+        torch.randn(SHAPE, generator=g)
+    torch.testing.assert_close(got, x, rtol=1e-5, atol=1e-5)
+
+
+def test_log_prob_grad_leaves_classifier_parameters_alone():
+    clf = FakeClassifier()
+    x = torch.randn(2, *SHAPE)
+    g = log_prob_grad(clf, x, torch.tensor([10, 20]), torch.tensor([0, 2]))
+    assert clf.w.grad is None
+    torch.testing.assert_close(g[1:2], ref_grad(clf, x[1:2], 20, 2))
+
+
+def test_trajectories_are_batch_independent_and_pairs_share_noise():
+    d = create_diffusion({"learn_sigma": True}, "5")
+    unet, clfs = FakeUNet(), {"robust": FakeClassifier(1), "vanilla": FakeClassifier(2)}
+    alone = sample(d, unet, clfs, [Trajectory(1, 42, "robust", 1.0)], SHAPE)
+    batch = [Trajectory(i % NCLS, 100 + i, ("robust", "vanilla", "none")[i % 3], 0.5) for i in range(7)]
+    batch.insert(4, Trajectory(1, 42, "robust", 1.0))
+    together = sample(d, unet, clfs, batch, SHAPE)
+    torch.testing.assert_close(together[4:5], alone, rtol=0, atol=1e-6)
+    pair = sample(d, unet, clfs, [Trajectory(2, 7, "robust", 0.0), Trajectory(2, 7, "vanilla", 0.0)], SHAPE)
+    assert torch.equal(pair[0], pair[1])  # same seed, zero scale: identical trajectories
+
+
+def test_callback_sees_every_step_and_can_cancel():
+    d = create_diffusion({"learn_sigma": True}, "6")
+    seen = []
+
+    def cb(step, total, x, x0):
+        seen.append((step, total, tuple(x.shape), tuple(x0.shape)))
+        if step == 2:
+            raise SamplingCancelled()
+
+    with pytest.raises(SamplingCancelled):
+        sample(d, FakeUNet(), {}, [Trajectory(0, 1)], SHAPE, callback=cb)
+    assert [s[:2] for s in seen] == [(0, 6), (1, 6), (2, 6)]
+    assert seen[0][2:] == ((1, *SHAPE), (1, *SHAPE))
+
+
+def test_bad_inputs_are_refused():
+    d = create_diffusion({"learn_sigma": True}, "2")
+    with pytest.raises(ValueError, match="no classifier loaded"):
+        sample(d, FakeUNet(), {}, [Trajectory(0, 1, "robust", 1.0)], SHAPE)
+    with pytest.raises(ValueError, match="seed"):
+        sample(d, FakeUNet(), {}, [Trajectory(0, -1)], SHAPE)
+    with pytest.raises(ValueError, match="sampler"):
+        sample(d, FakeUNet(), {}, [Trajectory(0, 1)], SHAPE, sampler="heun")
