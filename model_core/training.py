@@ -1,0 +1,316 @@
+"""What every training loop here shares: schedule, EMA, RNG, checkpoints, time limits.
+
+A run lives in one directory:
+
+* ``state.pt``: everything needed to continue exactly (model, optimizer, EMA,
+  step, every RNG state), written atomically;
+* ``run.json``: the config, data fingerprint, seed and code version, written
+  at the start and refreshed at every checkpoint (with wall time so far);
+* ``metrics.jsonl``: one JSON line per training step;
+* the exported weights (``model.pt``, ``ema.pt``) in the format of
+  ``model_core.checkpoints`` that presets load.
+
+Randomness that defines *what* is trained on (the batch, the timesteps, the
+noise, the augmentation) comes from generators seeded by (seed, step,
+stream), so it does not depend on anything that happened before the step. The
+global RNGs (which dropout uses) are saved and restored. Together, a run
+stopped at step N and resumed reproduces the uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_FILE = "state.pt"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+class RunConfigMismatch(ValueError):
+    """The run directory holds a checkpoint of a different configuration."""
+
+
+# -- schedules and randomness -----------------------------------------------------
+def linear_lr(step: int, total_steps: int, start: float, end: float) -> float:
+    """Linear annealing from ``start`` at step 0 to ``end`` at the last step."""
+    if total_steps <= 1:
+        return float(start)
+    frac = min(max(step / (total_steps - 1), 0.0), 1.0)
+    return float(start + (end - start) * frac)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+STREAMS = {"data": 0, "timesteps": 1, "noise": 2, "augment": 3}
+
+
+def step_generator(seed: int, step: int, stream: str) -> torch.Generator:
+    """A CPU generator for one purpose at one step, independent of everything before it."""
+    state = np.random.SeedSequence([int(seed), int(step), STREAMS[stream]]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- EMA --------------------------------------------------------------------------
+class EMA:
+    """Exponential moving average of a model's floating-point parameters and buffers."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
+            else:
+                self.shadow[k].copy_(v)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.shadow.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = set(self.shadow) ^ set(state)
+        if missing:
+            raise RunConfigMismatch(f"EMA state does not match the model (keys differ: {sorted(missing)[:5]})")
+        for k, v in state.items():
+            self.shadow[k].copy_(v)
+
+
+# -- time limits ------------------------------------------------------------------
+class Deadline:
+    """``--max-minutes``: stop cleanly (with a checkpoint) once the budget is spent."""
+
+    def __init__(self, max_minutes: float | None):
+        self.max_seconds = None if max_minutes is None else float(max_minutes) * 60.0
+        self.start = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def expired(self) -> bool:
+        return self.max_seconds is not None and self.elapsed() >= self.max_seconds
+
+
+# -- run directories --------------------------------------------------------------
+def _atomic_write_bytes(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def atomic_json(path: Path, obj: Any) -> None:
+    _atomic_write_bytes(path, lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
+
+
+def run_info(kind: str, config: dict, data: dict, seed: int) -> dict:
+    from model_core.provenance import environment
+
+    return {"kind": kind, "config": config, "data": data, "seed": seed, **environment()}
+
+
+def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    diffs = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k, "<unset>"), b.get(k, "<unset>")
+        if isinstance(va, dict) and isinstance(vb, dict):
+            diffs.extend(config_differences(va, vb, f"{prefix}{k}."))
+        elif va != vb:
+            diffs.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return diffs
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    def __post_init__(self):
+        self.path = Path(self.path)
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / STATE_FILE
+
+    def has_state(self) -> bool:
+        return self.state_path.is_file()
+
+    def start(self, info: dict, resumable_keys: tuple[str, ...] = ("total_steps", "ckpt_every")) -> dict | None:
+        """Create the directory or check that its checkpoint belongs to this config.
+
+        Returns the saved state to resume from, or None for a fresh run. Keys
+        in ``resumable_keys`` may change between sessions (e.g. extending a run).
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        state = None
+        if self.has_state():
+            state = torch.load(self.state_path, map_location="cpu", weights_only=False)
+            old = {k: v for k, v in state["config"].items() if k not in resumable_keys}
+            new = {k: v for k, v in info["config"].items() if k not in resumable_keys}
+            diffs = config_differences(old, new)
+            if state.get("data_fingerprint") != info["data"]["fingerprint"]:
+                diffs.append("data fingerprint changed")
+            if diffs:
+                raise RunConfigMismatch(
+                    f"{self.path} holds a checkpoint of a different run ({'; '.join(diffs[:6])}); "
+                    f"use another --out directory, or delete {self.state_path} to start over")
+            info = {**info, "wall_seconds": state.get("wall_seconds", 0.0), "resumed_at_steps":
+                    state.get("resumed_at_steps", []) + [state["step"]]}
+        atomic_json(self.path / RUN_FILE, info)
+        return state
+
+    def save_state(self, state: dict) -> None:
+        _atomic_write_bytes(self.state_path, lambda p: torch.save(state, p))
+
+    def update_info(self, **fields) -> None:
+        path = self.path / RUN_FILE
+        info = json.loads(path.read_text()) if path.is_file() else {}
+        info.update(fields)
+        atomic_json(path, info)
+
+    def log(self, record: dict) -> None:
+        with open(self.path / METRICS_FILE, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def truncate_log(self, step: int) -> None:
+        """Drop log lines past ``step`` (written after the last checkpoint by a killed run)."""
+        path = self.path / METRICS_FILE
+        if not path.is_file():
+            return
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) < step]
+        _atomic_write_bytes(path, lambda p: p.write_text("".join(line + "\n" for line in keep)))
+
+
+def state_dict_fp32(model: torch.nn.Module | dict) -> dict[str, torch.Tensor]:
+    sd = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    return {k: (v.detach().float() if v.dtype.is_floating_point else v.detach()).cpu().clone() for k, v in sd.items()}
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# -- the loop ---------------------------------------------------------------------
+@dataclass
+class LoopResult:
+    step: int
+    total_steps: int
+    finished: bool
+    wall_seconds: float
+    last: dict
+
+
+def run_loop(*, run: RunDir, info: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             ema: EMA | None, total_steps: int, step_fn, lr_fn, export_fn, ckpt_every: int = 500,
+             max_minutes: float | None = None, progress: bool = True, desc: str = "train",
+             postfix_fn=None, stop_at: int | None = None) -> LoopResult:
+    """Run (or resume) ``step_fn(step) -> metrics dict`` up to ``total_steps``.
+
+    Resumes from ``run``'s checkpoint when it holds one of the same config.
+    Checkpoints every ``ckpt_every`` steps, when ``max_minutes`` runs out and
+    at the end; ``export_fn(run_path)`` writes loadable weights at each
+    checkpoint. ``postfix_fn(recent_records) -> dict`` fills the progress bar.
+    ``stop_at`` ends this session after that global step as if time had run
+    out (a checkpoint, then return), e.g. to train in fixed chunks.
+    """
+    from tqdm import tqdm
+
+    seed = int(info["seed"])
+    state = run.start(info)
+    if state is None:
+        step = 0
+        wall_before = 0.0
+        resumed = []
+        run.truncate_log(0)
+    else:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        set_rng_state(state["rng"])
+        step = int(state["step"])
+        wall_before = float(state.get("wall_seconds", 0.0))
+        resumed = list(state.get("resumed_at_steps", [])) + [step]
+        run.truncate_log(step)
+    deadline = Deadline(max_minutes)
+
+    def checkpoint(at_step: int) -> None:
+        run.save_state({
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None, "step": at_step, "rng": rng_state(),
+            "config": info["config"], "data_fingerprint": info["data"]["fingerprint"], "seed": seed,
+            "wall_seconds": wall_before + deadline.elapsed(), "resumed_at_steps": resumed,
+        })
+        export_fn(run.path)
+        run.update_info(step=at_step, total_steps=total_steps, wall_seconds=round(wall_before + deadline.elapsed(), 1),
+                        resumed_at_steps=resumed, finished=at_step >= total_steps)
+
+    recent: list[dict] = []
+    last: dict = {}
+    bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step", disable=not progress, dynamic_ncols=True)
+    try:
+        while step < total_steps:
+            lr = lr_fn(step)
+            set_lr(optimizer, lr)
+            model.train()
+            metrics = step_fn(step)
+            if ema is not None:
+                ema.update(model)
+            last = {"step": step, "lr": lr, **metrics}
+            run.log(last)
+            recent = (recent + [last])[-50:]
+            step += 1
+            bar.update(1)
+            if postfix_fn is not None:
+                bar.set_postfix(postfix_fn(recent), refresh=False)
+            stop = deadline.expired() or (stop_at is not None and step >= stop_at)
+            if step % ckpt_every == 0 or step == total_steps or stop:
+                checkpoint(step)
+                if stop and step < total_steps:
+                    bar.write(f"stopping at step {step}/{total_steps} (time or step limit); checkpoint saved in "
+                              f"{run.path}; run the same command again to resume")
+                    break
+        else:
+            if state is not None and int(state["step"]) >= total_steps:
+                export_fn(run.path)  # nothing left to train; make sure the weights exist
+    finally:
+        bar.close()
+    return LoopResult(step, total_steps, step >= total_steps, wall_before + deadline.elapsed(), last)
+
+
+def mean_of(records: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in records if r.get(key) is not None]
+    return sum(vals) / len(vals) if vals else None
