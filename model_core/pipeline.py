@@ -14,7 +14,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from model_core.checkpoints import load_weights
 from model_core.diffusion import GaussianDiffusion, create_diffusion
 from model_core.images import to_uint8
 from model_core.presets import Preset, get_preset
@@ -44,8 +43,10 @@ def _build(builder: Callable[[dict], torch.nn.Module], cfg: dict, weights, devic
                     p.data.normal_(0.0, 0.02)
         source = f"random-init:seed={int(weights.init_seed or 0)}"
     else:
+        from model_core.checkpoints import load_weights
+
         model = builder(cfg)
-        load_weights(model, path, what=weights.role, env_var=weights.env)
+        load_weights(model, path, what=weights.role)
         source = f"sha256:{file_sha256(path)}"
     if device.startswith("cuda") and (cfg.get("use_fp16") or cfg.get("classifier_use_fp16")):
         model.convert_to_fp16()
