@@ -1,0 +1,219 @@
+"""Service settings, read from the environment once per process.
+
+One ``Settings`` object configures the API, the workers and the reaper, so
+that ``rguide up``, ``rguide api``, ``rguide worker`` and docker-compose agree
+by construction: they all read the same variables.
+
+With nothing set, everything lives under ``./rguide-data``: a SQLite
+database, kombu's ``filesystem://`` broker folders and the PNG media folder.
+``DATABASE_URL`` switches the store (e.g. PostgreSQL), ``REDIS_URL`` the
+broker (and the rate limiter's counters).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Mapping
+
+
+class SettingsError(ValueError):
+    """A setting from the environment is malformed; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r}: must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not value >= minimum or value == float("inf"):
+        raise SettingsError(f"{name}={raw!r}: must be a finite number >= {minimum}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    text = raw.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r}: use 1/0, true/false, yes/no or on/off")
+
+
+def parse_rate_limit(text: str) -> tuple[int, float]:
+    """``"60/minute"`` -> (60, 60.0), ``"10/30s"`` -> (10, 30.0); ``"0"`` or ``"off"`` -> no limit."""
+    text = text.strip().lower()
+    if text in ("", "0", "off", "none"):
+        return 0, 0.0
+    m = re.fullmatch(r"(\d+)\s*(?:/\s*(\d+(?:\.\d+)?)?\s*([a-z]+))?", text)
+    units = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+             "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}
+    unit = (m.group(3) or "minute") if m else ""
+    if unit.endswith("s") and unit[:-1] in units:
+        unit = unit[:-1]
+    if not m or unit not in units:
+        raise SettingsError(f"RGUIDE_RATE_LIMIT={text!r}: write COUNT/UNIT with UNIT second, minute, hour or day "
+                            "(optionally with a multiple, e.g. 10/30s)")
+    window = float(m.group(2) or 1) * units[unit]
+    if window <= 0:
+        raise SettingsError(f"RGUIDE_RATE_LIMIT={text!r}: the window must be positive")
+    return int(m.group(1)), window
+
+
+def normalise_database_url(url: str) -> str:
+    """Pick the installed driver: psycopg 3 for PostgreSQL (psycopg2 is not a dependency)."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    redis_url: str | None
+    broker_url: str
+    media_dir: Path
+    queue: str = "rguide.generation"
+    # Limits checked at the edge, before anything is stored.
+    max_images_per_request: int = 16
+    max_scale: float = 100.0
+    max_steps: int = 1000
+    # Access.
+    generation_requires_key: bool = False
+    rate_limit: int = 60            # requests per window per API key (or client address); 0 = off
+    rate_window_seconds: float = 60.0
+    # Worker and reaper.
+    lease_seconds: float = 30.0      # a running job whose lease is older than this has lost its worker
+    heartbeat_seconds: float = 5.0   # how often a worker renews its lease (and its row in service_workers)
+    requeue_after_seconds: float = 120.0  # a queued job not picked up this long is sent to the broker again
+    reaper_interval_seconds: float = 10.0  # 0 disables the API's periodic reaper
+    max_attempts: int = 3            # worker losses before a job is failed instead of re-queued
+    batch_max_images: int = 32       # waiting jobs with the same settings are sampled together up to this
+    progress_interval_seconds: float = 0.25
+    worker_stale_seconds: float = 30.0
+    broker_poll_seconds: float = 0.2  # the filesystem broker polls its folder
+    migrate_on_start: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        env = os.environ if env is None else env
+        data_dir = Path(overrides.pop("data_dir", None) or env.get("RGUIDE_DATA_DIR") or "rguide-data")
+        data_dir = data_dir.expanduser().resolve()
+        database_url = normalise_database_url(
+            env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'rguide.db'}")
+        redis_url = env.get("REDIS_URL") or None
+        broker_url = env.get("RGUIDE_BROKER_URL") or redis_url or "filesystem://localhost/"
+        media_dir = Path(env.get("RGUIDE_MEDIA_DIR") or data_dir / "media").expanduser().resolve()
+        rate_n, rate_window = parse_rate_limit(env.get("RGUIDE_RATE_LIMIT", "60/minute"))
+        lease = _float(env, "RGUIDE_LEASE_SECONDS", 30.0, minimum=0.5)
+        values = dict(
+            data_dir=data_dir, database_url=database_url, redis_url=redis_url, broker_url=broker_url,
+            media_dir=media_dir, queue=env.get("RGUIDE_QUEUE") or "rguide.generation",
+            max_images_per_request=_int(env, "RGUIDE_MAX_IMAGES", 16, minimum=1),
+            max_scale=_float(env, "RGUIDE_MAX_SCALE", 100.0),
+            max_steps=_int(env, "RGUIDE_MAX_STEPS", 1000, minimum=1),
+            generation_requires_key=_bool(env, "RGUIDE_REQUIRE_KEY_FOR_GENERATION", False),
+            rate_limit=rate_n, rate_window_seconds=rate_window,
+            lease_seconds=lease,
+            heartbeat_seconds=_float(env, "RGUIDE_HEARTBEAT_SECONDS", min(5.0, lease / 3), minimum=0.05),
+            requeue_after_seconds=_float(env, "RGUIDE_REQUEUE_AFTER_SECONDS", 120.0),
+            reaper_interval_seconds=_float(env, "RGUIDE_REAPER_INTERVAL_SECONDS", 10.0),
+            max_attempts=_int(env, "RGUIDE_MAX_ATTEMPTS", 3, minimum=1),
+            batch_max_images=_int(env, "RGUIDE_BATCH_MAX_IMAGES", 32, minimum=1),
+            progress_interval_seconds=_float(env, "RGUIDE_PROGRESS_INTERVAL_SECONDS", 0.25),
+            worker_stale_seconds=_float(env, "RGUIDE_WORKER_STALE_SECONDS", max(30.0, 3 * lease), minimum=1),
+            broker_poll_seconds=_float(env, "RGUIDE_BROKER_POLL_SECONDS", 0.2, minimum=0.01),
+            migrate_on_start=_bool(env, "RGUIDE_MIGRATE_ON_START", True),
+        )
+        values.update(overrides)
+        if values["heartbeat_seconds"] >= values["lease_seconds"]:
+            raise SettingsError("RGUIDE_HEARTBEAT_SECONDS must be shorter than RGUIDE_LEASE_SECONDS, "
+                                "or every running job would look abandoned between heartbeats")
+        return cls(**values)
+
+    def replace(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+    @property
+    def uses_filesystem_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem://")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def broker_folders(self) -> dict[str, Path]:
+        root = self.data_dir / "broker"
+        return {"queue": root / "queue", "processed": root / "processed", "control": root / "control"}
+
+    def ensure_dirs(self) -> None:
+        """Create the folders the embedded defaults need (no-op for servers we don't own)."""
+        self.media_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_sqlite:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.uses_filesystem_broker:
+            for path in self.broker_folders().values():
+                path.mkdir(parents=True, exist_ok=True)
+
+    def to_env(self) -> dict[str, str]:
+        """Environment variables that make another process build these same settings."""
+        env = {
+            "RGUIDE_DATA_DIR": str(self.data_dir), "DATABASE_URL": self.database_url,
+            "RGUIDE_BROKER_URL": self.broker_url, "RGUIDE_MEDIA_DIR": str(self.media_dir),
+            "RGUIDE_QUEUE": self.queue, "RGUIDE_MAX_IMAGES": str(self.max_images_per_request),
+            "RGUIDE_MAX_SCALE": repr(self.max_scale), "RGUIDE_MAX_STEPS": str(self.max_steps),
+            "RGUIDE_REQUIRE_KEY_FOR_GENERATION": "1" if self.generation_requires_key else "0",
+            "RGUIDE_RATE_LIMIT": f"{self.rate_limit}/{self.rate_window_seconds!r}s" if self.rate_limit else "0",
+            "RGUIDE_LEASE_SECONDS": repr(self.lease_seconds),
+            "RGUIDE_HEARTBEAT_SECONDS": repr(self.heartbeat_seconds),
+            "RGUIDE_REQUEUE_AFTER_SECONDS": repr(self.requeue_after_seconds),
+            "RGUIDE_REAPER_INTERVAL_SECONDS": repr(self.reaper_interval_seconds),
+            "RGUIDE_MAX_ATTEMPTS": str(self.max_attempts),
+            "RGUIDE_BATCH_MAX_IMAGES": str(self.batch_max_images),
+            "RGUIDE_PROGRESS_INTERVAL_SECONDS": repr(self.progress_interval_seconds),
+            "RGUIDE_WORKER_STALE_SECONDS": repr(self.worker_stale_seconds),
+            "RGUIDE_BROKER_POLL_SECONDS": repr(self.broker_poll_seconds),
+            "RGUIDE_MIGRATE_ON_START": "1" if self.migrate_on_start else "0",
+        }
+        if self.redis_url:
+            env["REDIS_URL"] = self.redis_url
+        return env
+
+    def describe(self) -> dict[str, str]:
+        """What a startup log line shows: no passwords."""
+        out = {k: str(v) for k, v in asdict(self).items() if k in ("data_dir", "media_dir", "queue")}
+        out["database"] = _redact(self.database_url)
+        out["broker"] = _redact(self.broker_url)
+        return out
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        if ":" in creds:
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url

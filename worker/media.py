@@ -1,0 +1,43 @@
+"""Content-addressed PNG storage under the media directory.
+
+A file is named by the SHA-256 of its bytes (``ab/abcdef....png``), so writing
+the same image twice (a task that runs again after its worker died) lands on
+the same file, and a file's name proves its content. The database holds the
+metadata and the relative path.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+
+def relative_path(sha256: str) -> str:
+    return f"{sha256[:2]}/{sha256}.png"
+
+
+def store_png(media_dir: Path, data: bytes) -> tuple[str, str]:
+    """Write ``data`` (if not already there) and return (sha256, path relative to media_dir)."""
+    digest = hashlib.sha256(data).hexdigest()
+    rel = relative_path(digest)
+    path = Path(media_dir) / rel
+    if path.is_file() and path.stat().st_size == len(data):
+        return digest, rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    # Atomic: readers see either no file or the whole file, never a prefix.
+    os.replace(tmp, path)
+    return digest, rel
+
+
+def resolve(media_dir: Path, rel: str) -> Path:
+    """The absolute path of a stored file; refuses anything outside the media directory."""
+    root = Path(media_dir).resolve()
+    path = (root / rel).resolve()
+    if root not in path.parents:
+        raise ValueError(f"media path {rel!r} escapes the media directory")
+    return path

@@ -1,0 +1,125 @@
+"""Job-store tables: generation jobs, their images, and live workers.
+
+The job table is the source of truth for the service, not the broker: a
+message only says "look at job X". The CHECK, NOT NULL and UNIQUE
+constraints below are the last line of defence; ``migrations/`` creates them.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (JSON, BigInteger, Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, String,
+                        Text, UniqueConstraint)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from worker.db import Base, UTCDateTime, utcnow
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+TERMINAL_STATUSES = ("succeeded", "failed", "canceled")
+_status_list = ", ".join(f"'{s}'" for s in JOB_STATUSES)
+
+
+class Job(Base):
+    __tablename__ = "generation_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
+    preset: Mapped[str] = mapped_column(String(64), nullable=False)
+    # "none", "vanilla", "robust", another classifier of the preset, or "pair".
+    guidance: Mapped[str] = mapped_column(String(64), nullable=False)
+    labels: Mapped[list[int]] = mapped_column(JSON, nullable=False)
+    seeds: Mapped[list[int]] = mapped_column(JSON, nullable=False)
+    # Resolved scale per method actually sampled ({} for guidance "none").
+    scales: Mapped[dict[str, float]] = mapped_column(JSON, nullable=False)
+    steps: Mapped[str] = mapped_column(String(64), nullable=False)
+    sampler: Mapped[str] = mapped_column(String(8), nullable=False)
+    num_steps: Mapped[int] = mapped_column(Integer, nullable=False)
+    num_images: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Jobs with equal batch keys can share one sampling batch (see worker.runner).
+    batch_key: Mapped[str] = mapped_column(String(64), nullable=False)
+
+    progress_step: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    owner_key_id: Mapped[str | None] = mapped_column(String(32))  # the API key that created it, if any
+    idempotency_scope: Mapped[str | None] = mapped_column(String(40))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    images: Mapped[list["Image"]] = relationship(
+        back_populates="job", order_by="(Image.position, Image.method)", cascade="all, delete-orphan")
+
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_status_list})", name="status"),
+        CheckConstraint("progress_step >= 0 AND progress_total >= 0", name="progress"),
+        CheckConstraint("num_images >= 1", name="num_images"),
+        CheckConstraint("num_steps >= 1", name="num_steps"),
+        CheckConstraint("attempts >= 0", name="attempts"),
+        CheckConstraint("sampler IN ('ddpm', 'ddim')", name="sampler"),
+        UniqueConstraint("idempotency_scope", "idempotency_key"),
+        Index("ix_generation_jobs_status_batch", "status", "batch_key", "created_at"),
+        Index("ix_generation_jobs_created", "created_at", "id"),
+    )
+
+    @property
+    def methods(self) -> list[str]:
+        return ["robust", "vanilla"] if self.guidance == "pair" else [self.guidance]
+
+
+class Image(Base):
+    __tablename__ = "generation_images"
+
+    # Derived from (job, position, method), so a task that runs twice names its rows the same.
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("generation_jobs.id", ondelete="CASCADE"), nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)  # index into the job's labels
+    method: Mapped[str] = mapped_column(String(64), nullable=False)
+    label: Mapped[int] = mapped_column(Integer, nullable=False)
+    class_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    seed: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    scale: Mapped[float] = mapped_column(Float, nullable=False)
+    steps: Mapped[str] = mapped_column(String(64), nullable=False)
+    sampler: Mapped[str] = mapped_column(String(8), nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    path: Mapped[str] = mapped_column(String(255), nullable=False)  # relative to the media directory
+    width: Mapped[int] = mapped_column(Integer, nullable=False)
+    height: Mapped[int] = mapped_column(Integer, nullable=False)
+    channels: Mapped[int] = mapped_column(Integer, nullable=False)
+    size_bytes: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="images")
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "position", "method"),
+        CheckConstraint("position >= 0", name="position"),
+        CheckConstraint("width > 0 AND height > 0 AND channels > 0", name="shape"),
+        CheckConstraint("length(sha256) = 64", name="sha256"),
+    )
+
+
+class WorkerHeartbeat(Base):
+    """One row per live worker process; ``/readyz`` counts the fresh ones."""
+
+    __tablename__ = "service_workers"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255), nullable=False)
+    pid: Mapped[int] = mapped_column(Integer, nullable=False)
+    queue: Mapped[str] = mapped_column(String(255), nullable=False)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
