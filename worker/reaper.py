@@ -1,0 +1,58 @@
+"""The reaper: finds jobs that the database says are waiting or running but
+that no worker holds, and sends them to the broker again.
+
+``reap_once`` is a plain function (tests call it directly); the API process
+runs it every ``RGUIDE_REAPER_INTERVAL_SECONDS`` (see ``app.main``). Several
+API processes may run it at once: every change is a guarded UPDATE.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import update
+
+from worker import jobs
+from worker.celery_app import Enqueuer
+from worker.config import Settings
+from worker.db import session_factory
+from worker.models import Job
+
+log = logging.getLogger("rguide.reaper")
+
+
+def reap_once(settings: Settings, enqueuer: Enqueuer) -> jobs.ReapResult:
+    Session = session_factory(settings.database_url)
+    with Session() as session:
+        result = jobs.reap(session, max_attempts=settings.max_attempts,
+                           requeue_after_seconds=settings.requeue_after_seconds)
+    wanted = result.to_enqueue
+    if wanted:
+        sent = set(enqueuer.send(wanted))
+        unsent = [j for j in wanted if j not in sent]
+        if unsent:
+            # Broker still down: forget the send time so the next round retries at once.
+            with Session() as session:
+                session.execute(update(Job).where(Job.id.in_(unsent), Job.status == "queued")
+                                .values(enqueued_at=None))
+                session.commit()
+    return result
+
+
+class ReaperThread(threading.Thread):
+    """Runs ``reap_once`` every ``interval`` seconds until stopped."""
+
+    def __init__(self, settings: Settings, enqueuer: Enqueuer, interval: float):
+        super().__init__(name="rguide-reaper", daemon=True)
+        self.settings, self.enqueuer, self.interval = settings, enqueuer, interval
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            try:
+                reap_once(self.settings, self.enqueuer)
+            except Exception:  # a DB hiccup must not kill the loop
+                log.exception("reaper round failed; retrying in %.0f s", self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
