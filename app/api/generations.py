@@ -1,0 +1,166 @@
+"""/v1/generations: create (202 + Location), read, list, stream progress, cancel."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+
+from app.api import serialize
+from app.auth import generation_access, rate_limited_generation_access
+from app.deps import get_db, get_settings
+from app.errors import problem_responses
+from app.keys import ApiKey
+from app.schemas import GenerationList, GenerationOut, GenerationRequest, Status
+from app.validation import RequestInvalid, validate_generation
+from worker import jobs
+from worker.config import Settings
+from worker.models import Job
+
+router = APIRouter(prefix="/v1", tags=["generations"])
+
+
+def _visible(job: Job | None, key: ApiKey | None, settings: Settings, job_id: str) -> Job:
+    """404 for unknown jobs, and for other keys' jobs when generation is key-protected."""
+    if job is None or (settings.generation_requires_key and (key is None or job.owner_key_id != key.id)):
+        raise HTTPException(404, f"no generation with id {job_id!r}")
+    return job
+
+
+def _request_hash(body: GenerationRequest) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@router.post("/generations", status_code=202, response_model=GenerationOut,
+             summary="Start a generation job",
+             responses={202: {"description": "accepted; the job resource, also at the Location header",
+                              "headers": {"Location": {"schema": {"type": "string"}}}},
+                        **problem_responses(401, 429)})
+def create_generation(
+    body: GenerationRequest, request: Request, response: Response,
+    idempotency_key: Annotated[str | None, Header(
+        alias="Idempotency-Key", max_length=255, min_length=1,
+        description="repeat a request safely: the same key with the same body returns the same job")] = None,
+    key: ApiKey | None = Depends(rate_limited_generation_access),
+    session: Session = Depends(get_db), settings: Settings = Depends(get_settings),
+) -> dict:
+    try:
+        spec = validate_generation(body, settings)
+    except RequestInvalid as exc:
+        raise RequestValidationError(exc.errors) from None
+    try:
+        job, created = jobs.create_job(session, spec, owner_key_id=key.id if key else None,
+                                       idempotency_key=idempotency_key, request_hash=_request_hash(body))
+    except jobs.IdempotencyConflict as exc:
+        raise RequestValidationError([{
+            "type": "value_error", "loc": ("header", "Idempotency-Key"), "input": idempotency_key,
+            "msg": f"{exc}; use a new key for a different request"}]) from None
+    if created:
+        sent = request.app.state.enqueuer.send([job.id])
+        jobs.mark_enqueued(session, sent)
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = serialize.job_url(job.id)
+    job = jobs.get_job(session, job.id)
+    return serialize.generation(job)
+
+
+@router.get("/generations", response_model=GenerationList, summary="List generation jobs, newest first",
+            responses=problem_responses(401))
+def list_generations(
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+    status: Annotated[Status | None, Query()] = None,
+    key: ApiKey | None = Depends(generation_access),
+    session: Session = Depends(get_db), settings: Settings = Depends(get_settings),
+) -> dict:
+    try:
+        rows, next_cursor = jobs.list_jobs(session, limit=limit, cursor=cursor, status=status,
+                                           owner_key_id=key.id if key else None,
+                                           only_owner=settings.generation_requires_key)
+    except ValueError as exc:
+        raise RequestValidationError([{"type": "value_error", "loc": ("query", "cursor"), "msg": str(exc),
+                                       "input": cursor}]) from None
+    return {"items": [serialize.generation(j) for j in rows], "next_cursor": next_cursor}
+
+
+@router.get("/generations/{job_id}", response_model=GenerationOut, summary="A generation job",
+            responses=problem_responses(401, 404))
+def get_generation(job_id: str, key: ApiKey | None = Depends(generation_access),
+                   session: Session = Depends(get_db), settings: Settings = Depends(get_settings)) -> dict:
+    return serialize.generation(_visible(jobs.get_job(session, job_id), key, settings, job_id))
+
+
+@router.post("/generations/{job_id}/cancel", response_model=GenerationOut, summary="Cancel a generation job",
+             description="A queued job is canceled at once. A running job stops at its next sampling step: "
+                         "the response shows cancel_requested, and status becomes 'canceled' shortly after.",
+             responses=problem_responses(401, 404, 409))
+def cancel_generation(job_id: str, key: ApiKey | None = Depends(generation_access),
+                      session: Session = Depends(get_db), settings: Settings = Depends(get_settings)) -> dict:
+    _visible(jobs.get_job(session, job_id, with_images=False), key, settings, job_id)
+    try:
+        job = jobs.request_cancel(session, job_id)
+    except jobs.JobStateError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return serialize.generation(job)
+
+
+def _format_event(event: str, data: dict, event_id: str | None = None) -> str:
+    lines = [f"event: {event}"]
+    if event_id:
+        lines.append(f"id: {event_id}")
+    lines.append("data: " + json.dumps(data, default=str, separators=(",", ":")))
+    return "\n".join(lines) + "\n\n"
+
+
+@router.get("/generations/{job_id}/events", summary="Progress as server-sent events",
+            response_class=StreamingResponse,
+            description="`progress` events (status, progress, step counts) whenever they change, then one "
+                        "`done` event carrying the whole job resource when it succeeds, fails or is canceled; "
+                        "then the stream ends. A comment line is sent every 15 s to keep proxies from timing out.",
+            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                              "description": "an event stream"}, **problem_responses(401, 404)})
+async def generation_events(job_id: str, request: Request, key: ApiKey | None = Depends(generation_access),
+                            settings: Settings = Depends(get_settings)) -> StreamingResponse:
+    Session = request.app.state.sessions
+
+    def load() -> Job | None:
+        with Session() as s:
+            return jobs.get_job(s, job_id)
+
+    _visible(await run_in_threadpool(load), key, settings, job_id)
+    poll = request.app.state.sse_poll_seconds
+    max_seconds = request.app.state.sse_max_seconds
+
+    async def stream():
+        yield "retry: 2000\n\n"
+        last, last_sent = None, time.monotonic()
+        started = time.monotonic()
+        while True:
+            job = await run_in_threadpool(load)
+            if job is None:
+                return
+            snap = serialize.progress_snapshot(job)
+            if snap != last:
+                last, last_sent = snap, time.monotonic()
+                yield _format_event("progress", snap, f"{snap['status']}:{snap['progress_step']}")
+            if jobs.is_terminal(job.status):
+                yield _format_event("done", serialize.generation(job), job.status)
+                return
+            if time.monotonic() - last_sent > 15:
+                last_sent = time.monotonic()
+                yield ": keep-alive\n\n"
+            if time.monotonic() - started > max_seconds or await request.is_disconnected():
+                return  # the client's EventSource reconnects on its own
+            await asyncio.sleep(poll)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

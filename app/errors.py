@@ -1,0 +1,68 @@
+"""Errors as RFC 9457 problem+json; validation errors keep FastAPI's 422 shape.
+
+A 422's ``detail`` lists each problem with ``loc`` (e.g. ``["body",
+"class_labels", 1]``), so a client knows which field to fix. Everything else
+(401, 404, 409, 429, 503, ...) is ``application/problem+json`` with a
+human-readable ``detail``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("rguide.api")
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, detail: str | None = None, headers: dict[str, str] | None = None,
+            title: str | None = None) -> JSONResponse:
+    try:
+        default_title = HTTPStatus(status).phrase
+    except ValueError:
+        default_title = "Error"
+    body = {"type": "about:blank", "title": title or default_title, "status": status}
+    if detail:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
+
+
+def problem_responses(*codes: int) -> dict:
+    """OpenAPI ``responses`` entries for the given problem status codes."""
+    from app.schemas import Problem
+
+    return {code: {"model": Problem, "content": {PROBLEM: {}},
+                   "description": HTTPStatus(code).phrase} for code in codes}
+
+
+def _json_safe(value):
+    """Echoed inputs may hold NaN or infinities (Python's JSON parser accepts them); JSON cannot."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "internal error; the server log has the details")

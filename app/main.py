@@ -1,0 +1,75 @@
+"""The ASGI application: ``uvicorn --factory app.main:create_app`` (``rguide api`` does this).
+
+On start-up it brings the database schema to head (Alembic) and starts the
+reaper thread, which re-sends jobs that the database says are waiting or
+running but that no worker holds.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from app import errors
+from app.api import generations, health, images, presets
+from app.ratelimit import RateLimiter
+from model_core import __version__
+from worker import db
+from worker.celery_app import Enqueuer
+from worker.config import Settings
+from worker.reaper import ReaperThread
+
+log = logging.getLogger("rguide.api")
+
+DESCRIPTION = """\
+Generate class-conditional images guided by a **robust** or a **vanilla**
+time-dependent classifier (Kawar, Ganz & Elad, TMLR 2023), or a
+seed-matched robust/vanilla **pair**.
+
+`POST /v1/generations` answers `202` with a job; follow its `Location`,
+or stream `/v1/generations/{id}/events`, until `status` is `succeeded`;
+then fetch each image's `url`. Validation errors are `422` with the
+offending field in `detail[].loc`; other errors are `application/problem+json`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, run_reaper: bool | None = None,
+               routers: list | None = None) -> FastAPI:
+    """Build the app. ``settings`` default to the environment; ``run_reaper`` to
+    ``settings.reaper_interval_seconds > 0``. ``routers`` are extra APIRouters
+    (e.g. the survey's) mounted alongside the generation API."""
+    settings = settings or Settings.from_env()
+    run_reaper = settings.reaper_interval_seconds > 0 if run_reaper is None else run_reaper
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        settings.ensure_dirs()
+        if settings.migrate_on_start:
+            await run_in_threadpool(db.upgrade, settings.database_url)
+        reaper = None
+        if run_reaper:
+            reaper = ReaperThread(settings, app.state.enqueuer, settings.reaper_interval_seconds)
+            reaper.start()
+        log.info("API ready: %s", ", ".join(f"{k}={v}" for k, v in settings.describe().items()))
+        try:
+            yield
+        finally:
+            if reaper is not None:
+                reaper.stop()
+            app.state.enqueuer.close()
+
+    app = FastAPI(title="robust-guidance generation API", version=__version__, description=DESCRIPTION,
+                  lifespan=lifespan)
+    app.state.settings = settings
+    app.state.sessions = db.session_factory(settings.database_url)
+    app.state.enqueuer = Enqueuer(settings)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_window_seconds, settings.redis_url,
+                                         namespace=f"rguide:{settings.queue}")
+    app.state.sse_poll_seconds = 0.25
+    app.state.sse_max_seconds = 600.0
+    errors.install(app)
+    for router in (presets.router, generations.router, images.router, health.router, *(routers or [])):
+        app.include_router(router)
+    return app
