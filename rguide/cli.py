@@ -13,6 +13,7 @@ import sys
 
 COMMAND_MODULES = [
     "rguide.cmd_sample",
+    "rguide.cmd_serve",
 ]
 
 
