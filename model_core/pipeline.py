@@ -46,7 +46,7 @@ def _build(builder: Callable[[dict], torch.nn.Module], cfg: dict, weights, devic
         from model_core.checkpoints import load_weights
 
         model = builder(cfg)
-        load_weights(model, path, what=weights.role)
+        load_weights(model, path, what=weights.role, env_var=weights.env)
         source = f"sha256:{file_sha256(path)}"
     if device.startswith("cuda") and (cfg.get("use_fp16") or cfg.get("classifier_use_fp16")):
         model.convert_to_fp16()
