@@ -13,6 +13,8 @@ import sys
 
 COMMAND_MODULES = [
     "rguide.cmd_sample",
+    "rguide.cmd_train",
+    "rguide.cmd_evaluate",
     "rguide.cmd_serve",
 ]
 

@@ -1,0 +1,133 @@
+"""Training class-conditional diffusion models (epsilon prediction, optional learned sigma).
+
+The loss is ``GaussianDiffusion.training_losses``: the epsilon MSE, plus the
+variational bound on the variance (Improved DDPM's hybrid loss, with a
+stop-gradient on the mean) when the model learns sigma. Timesteps are drawn
+uniformly. An exponential moving average of the weights is kept and exported
+as ``ema.pt``; it is the model to sample from.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model_core.data import ImageDataset, augment, batch_indices, load_dataset
+from model_core.train_classifier import bucket_edges, bucket_stats, save_weights_from_state
+from model_core.training import (EMA, LoopResult, RunDir, count_parameters, linear_lr, mean_of, run_info, run_loop,
+                                 seed_everything, step_generator)
+
+
+@dataclass
+class DiffusionTrainConfig:
+    model: dict[str, Any]
+    process: dict[str, Any] = field(default_factory=lambda: {"diffusion_steps": 1000, "noise_schedule": "linear",
+                                                             "learn_sigma": True})
+    data: str = "mnist"
+    batch_size: int = 64
+    total_steps: int = 100_000
+    lr_start: float = 1e-4
+    lr_end: float = 1e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.9999
+    seed: int = 0
+    crop_pad: int = 0
+    hflip: bool = False
+    holdout: float | None = None
+    value_range: str = "auto"
+    timestep_buckets: int = 4
+    ckpt_every: int = 250
+
+    def validate(self) -> None:
+        for name in ("batch_size", "total_steps", "ckpt_every", "timestep_buckets"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if bool(self.model.get("learn_sigma", False)) != bool(self.process.get("learn_sigma", False)):
+            raise ValueError("model.learn_sigma and process.learn_sigma must agree")
+        if self.lr_start <= 0 or self.lr_end < 0 or self.weight_decay < 0:
+            raise ValueError("learning rates must be positive and weight decay non-negative")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_unet(model_cfg: dict) -> torch.nn.Module:
+    from model_core.unet import unet_from_config
+
+    return unet_from_config(model_cfg)
+
+
+def train_diffusion(cfg: DiffusionTrainConfig, out: str | Path, *, max_minutes: float | None = None,
+                    progress: bool = True, device: str = "cpu", dataset: ImageDataset | None = None,
+                     stop_at: int | None = None) -> LoopResult:
+    """Train (or resume) a diffusion model in run directory ``out``; exports ``model.pt`` and ``ema.pt``."""
+    from model_core.diffusion import create_diffusion
+
+    cfg.validate()
+    m = cfg.model
+    ds = dataset if dataset is not None else load_dataset(
+        cfg.data, split="train", holdout=cfg.holdout, image_size=int(m["image_size"]),
+        channels=int(m.get("in_channels", 3)), value_range=cfg.value_range)
+    if ds.in_channels != int(m.get("in_channels", 3)):
+        raise ValueError(f"the data has {ds.in_channels} channels but the model has in_channels="
+                         f"{m.get('in_channels', 3)}")
+    class_cond = bool(m.get("class_cond", False))
+    if class_cond and ds.num_classes > int(m["num_classes"]):
+        raise ValueError(f"the data has {ds.num_classes} classes but the model has num_classes={m['num_classes']}")
+    diffusion = create_diffusion(cfg.process)
+    T = diffusion.num_timesteps
+    edges = bucket_edges(T, cfg.timestep_buckets)
+
+    seed_everything(cfg.seed)
+    model = build_unet(m).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr_start, weight_decay=cfg.weight_decay)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    info = run_info("diffusion", cfg.to_dict(), ds.describe(), cfg.seed)
+    info["parameters"] = count_parameters(model)
+
+    def step_fn(step: int) -> dict:
+        idx = torch.from_numpy(batch_indices(len(ds), cfg.batch_size, cfg.seed, step))
+        x0 = augment(ds.images[idx], step_generator(cfg.seed, step, "augment"), cfg.crop_pad, cfg.hflip)
+        y = ds.labels[idx]
+        t = torch.randint(0, T, (len(idx),), generator=step_generator(cfg.seed, step, "timesteps"))
+        noise = torch.randn(x0.shape, generator=step_generator(cfg.seed, step, "noise"))
+        x0, y, t, noise = x0.to(device), y.to(device), t.to(device), noise.to(device)
+        kwargs = {"y": y} if class_cond else {}
+        terms = diffusion.training_losses(model, x0, t, model_kwargs=kwargs, noise=noise)
+        loss = terms["loss"].mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        record = {"loss": float(loss.detach()), "mse": float(terms["mse"].detach().mean())}
+        per_sample = {"mse": terms["mse"].detach().cpu()}
+        if "vb" in terms:
+            record["vb"] = float(terms["vb"].detach().mean())
+            per_sample["vb"] = terms["vb"].detach().cpu()
+        record["buckets"] = bucket_stats(t.cpu(), edges, per_sample)
+        return record
+
+    def postfix(recent: list[dict]) -> dict:
+        out = {"loss": f"{mean_of(recent, 'loss'):.4f}", "mse": f"{mean_of(recent, 'mse'):.4f}"}
+        if cfg.process.get("learn_sigma"):
+            out["vb"] = f"{mean_of(recent, 'vb'):.4f}"
+        return out
+
+    def export(path: Path) -> None:
+        from model_core.checkpoints import save_weights
+
+        meta = {"kind": "diffusion", "model": cfg.model, "process": cfg.process, "seed": cfg.seed,
+                "data_fingerprint": info["data"]["fingerprint"], "code_version": info["code_version"],
+                "torch": info["torch"]}
+        save_weights(model, path / "model.pt", metadata={**meta, "weights": "raw"})
+        if ema is not None:
+            save_weights_from_state(ema.state_dict(), model, path / "ema.pt", {**meta, "weights": f"ema{cfg.ema_decay}"})
+
+    return run_loop(run=RunDir(Path(out)), info=info, model=model, optimizer=optimizer, ema=ema,
+                    total_steps=cfg.total_steps, step_fn=step_fn,
+                    lr_fn=lambda s: linear_lr(s, cfg.total_steps, cfg.lr_start, cfg.lr_end), export_fn=export,
+                    ckpt_every=cfg.ckpt_every, max_minutes=max_minutes, progress=progress, desc="diffusion",
+                    postfix_fn=postfix, stop_at=stop_at)
