@@ -54,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--workers", type=int, default=1, help="worker processes to start (default 1)")
     up.add_argument("--preload", default=None,
                     help="presets each worker loads at start, comma-separated, or 'none' (default: the default preset)")
+    up.add_argument("--threads", type=int, default=None, help="torch CPU threads per worker (default: torch's choice)")
     up.set_defaults(func=run_up)
 
     api = sub.add_parser("api", help="start only the REST API (workers run elsewhere: rguide worker)")
@@ -155,16 +156,17 @@ class _WorkerSupervisor:
     the API's reaper sends it again.
     """
 
-    def __init__(self, n: int, preload: str | None, env: dict[str, str]):
-        self.n, self.preload, self.env = n, preload, env
+    def __init__(self, n: int, preload: str | None, env: dict[str, str], threads: int | None = None):
+        self.n, self.preload, self.env, self.threads = n, preload, env, threads
         self.procs: list[subprocess.Popen | None] = [None] * n
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="rguide-supervisor", daemon=True)
 
     def _start(self, i: int) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "rguide", "worker", "--name", f"rguide-up-{i}-{os.getpid()}@%h"]
-        if self.preload:
-            cmd += ["--preload", self.preload]
+        cmd += ["--preload", self.preload or "none"]
+        if self.threads:
+            cmd += ["--threads", str(self.threads)]
         return subprocess.Popen(cmd, env=self.env)
 
     def start(self) -> None:
@@ -218,7 +220,9 @@ def run_up(args: argparse.Namespace) -> int:
 
     preload = args.preload if args.preload is not None else default_preset_name()
     env = {**os.environ, **settings.to_env()}
-    supervisor = _WorkerSupervisor(args.workers, None if preload == "none" else preload, env)
+    if args.threads is not None and args.threads < 1:
+        raise CLIError("--threads must be at least 1")
+    supervisor = _WorkerSupervisor(args.workers, None if preload == "none" else preload, env, args.threads)
     url = _url(args.host, port)
     described = settings.describe()
     print(f"rguide up: serving on {url}  (API docs: {url}/docs)\n"
