@@ -314,3 +314,39 @@ def run_loop(*, run: RunDir, info: dict, model: torch.nn.Module, optimizer: torc
 def mean_of(records: list[dict], key: str) -> float | None:
     vals = [r[key] for r in records if r.get(key) is not None]
     return sum(vals) / len(vals) if vals else None
+
+
+def export_run_weights(run_dir: str | os.PathLike, out: str | os.PathLike, which: str = "auto",
+                       dtype: str = "float16") -> dict:
+    """Copy a run's weights into a file a preset can load, e.g. half precision for shipping.
+
+    ``which``: "ema", "model" or "auto" (EMA when the run kept one: those are
+    the weights to sample with). Writes ``out`` (a plain state dict) and
+    ``out.json`` (the run's config, data fingerprint, seed, versions, steps,
+    wall time, and the sha256 of the source and of the written file).
+    """
+    from model_core.provenance import file_sha256
+
+    run_dir, out = Path(run_dir), Path(out)
+    info_path = run_dir / RUN_FILE
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no {RUN_FILE})")
+    if which == "auto":
+        which = "ema" if (run_dir / "ema.pt").is_file() else "model"
+    if which not in ("ema", "model"):
+        raise ValueError(f"which must be 'ema', 'model' or 'auto', got {which!r}")
+    src = run_dir / f"{which}.pt"
+    if not src.is_file():
+        raise FileNotFoundError(f"{src} does not exist (has the run reached its first checkpoint?)")
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be float16 or float32, got {dtype!r}")
+    cast = getattr(torch, dtype)
+    state = torch.load(src, map_location="cpu", weights_only=True)
+    state = {k: (v.to(cast) if v.dtype.is_floating_point else v).contiguous() for k, v in state.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(out, lambda p: torch.save(state, p))
+    info = json.loads(info_path.read_text())
+    meta = {"source": str(src), "source_sha256": file_sha256(src), "weights": which, "dtype": dtype,
+            "sha256": file_sha256(out), "run": info}
+    atomic_json(out.with_suffix(out.suffix + ".json"), meta)
+    return meta

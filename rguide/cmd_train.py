@@ -83,6 +83,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_feature_net)
 
+    p = sub.add_parser("export-weights", help="copy a training run's weights into a file a preset loads",
+                       description="Writes a plain state dict (EMA weights when the run kept them), by default in "
+                                   "half precision, and FILE.json with the run's config, data fingerprint, seed, "
+                                   "versions and hashes.")
+    p.add_argument("--run", required=True, type=Path, help="run directory of train-classifier/train-diffusion")
+    p.add_argument("--out", required=True, type=Path, help="weights file to write")
+    p.add_argument("--which", default="auto", choices=("auto", "ema", "model"))
+    p.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    p.set_defaults(func=run_export)
+
 
 def _read_json(path: Path | None, flag: str) -> dict | None:
     if path is None:
@@ -232,4 +242,16 @@ def run_feature_net(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_feature_net(net, args.out, info)
     print(f"feature net: held-out accuracy {info['test_accuracy']:.4f} on {len(test)} images; wrote {args.out}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from model_core.training import export_run_weights
+
+    try:
+        meta = export_run_weights(args.run, args.out, args.which, args.dtype)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    print(f"wrote {args.out} ({meta['weights']} weights of {args.run} at step {meta['run'].get('step')}, "
+          f"{meta['dtype']}, sha256 {meta['sha256'][:16]}...)")
     return 0
