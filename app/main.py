@@ -7,13 +7,13 @@ running but that no worker holds.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from app import errors
-from app.api import generations, health, images, presets
 from app.ratelimit import RateLimiter
 from model_core import __version__
 from worker import db
@@ -22,6 +22,15 @@ from worker.config import Settings
 from worker.reaper import ReaperThread
 
 log = logging.getLogger("rguide.api")
+
+# "module:attribute" of every APIRouter the app mounts. Another part of the
+# system adds its router here with one line (as rguide/cli.py's COMMAND_MODULES).
+ROUTERS = [
+    "app.api.presets:router",
+    "app.api.generations:router",
+    "app.api.images:router",
+    "app.api.health:router",
+]
 
 DESCRIPTION = """\
 Generate class-conditional images guided by a **robust** or a **vanilla**
@@ -70,6 +79,9 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool | None = No
     app.state.sse_poll_seconds = 0.25
     app.state.sse_max_seconds = 600.0
     errors.install(app)
-    for router in (presets.router, generations.router, images.router, health.router, *(routers or [])):
+    for spec in ROUTERS:
+        module, _, attr = spec.partition(":")
+        app.include_router(getattr(importlib.import_module(module), attr))
+    for router in routers or []:
         app.include_router(router)
     return app
