@@ -13,6 +13,8 @@ from worker import db, jobs
 from worker.models import Image, Job
 from worker.runner import run_job
 
+pytestmark = pytest.mark.slow  # runs the tiny model in-process
+
 
 @pytest.fixture
 def settings(tmp_path):
