@@ -171,8 +171,9 @@ tmp = Path(tempfile.mkdtemp())
 s = Settings.from_env({}, data_dir=tmp, reaper_interval_seconds=0)
 with TestClient(create_app(s)) as c:
     assert c.get('/v1/presets').status_code == 200
-    assert c.post('/v1/generations', json={'preset': 'tiny', 'class_labels': [1], 'guidance': 'pair'}).status_code == 202
-    assert c.post('/v1/generations', json={'preset': 'tiny', 'class_labels': [9], 'guidance': 'pair'}).status_code == 422
+    body = {'preset': 'tiny', 'class_labels': [1], 'guidance': 'pair'}
+    assert c.post('/v1/generations', json=body).status_code == 202
+    assert c.post('/v1/generations', json={**body, 'class_labels': [9]}).status_code == 422
 print('torch' in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

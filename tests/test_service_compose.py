@@ -28,7 +28,8 @@ def test_compose_has_the_services_wired_together():
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "media" in _compose()["volumes"]
     assert services["migrate"]["command"] == ["alembic", "upgrade", "head"]
-    assert services["api"]["command"][:2] == ["rguide", "api"] and services["worker"]["command"][:2] == ["rguide", "worker"]
+    assert services["api"]["command"][:2] == ["rguide", "api"]
+    assert services["worker"]["command"][:2] == ["rguide", "worker"]
 
 
 def test_worker_reserves_an_nvidia_gpu():

@@ -109,7 +109,8 @@ def test_rguide_up_serves_generations_end_to_end(tmp_path):
             assert job["status"] == "succeeded", (job, log.read_text(errors="replace")[-3000:])
             assert len(job["images"]) == 4 and len(job["pairs"]) == 2
             for pair in job["pairs"]:
-                robust, vanilla = (next(im for im in job["images"] if im["id"] == pair[m]) for m in ("robust", "vanilla"))
+                by_id = {im["id"]: im for im in job["images"]}
+                robust, vanilla = by_id[pair["robust"]], by_id[pair["vanilla"]]
                 assert robust["seed"] == vanilla["seed"] and robust["label"] == vanilla["label"]
             for im in job["images"]:
                 png = http.get(im["url"])
