@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "rguide.cmd_train",
     "rguide.cmd_evaluate",
     "rguide.cmd_serve",
+    "rguide.cmd_stats",
 ]
 
 
