@@ -122,3 +122,14 @@ def test_power_cli_with_a_pilot(tmp_path, capsys):
     assert out["fixed_pairs"]["n_pairs"] == 200
     assert main(["power", "--share", "0.6"]) == 2  # no ICC and no pilot
     assert "--icc" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("counts", [{"p": (0, 0, 3)}, {"p": (1, 0, 0)}, {"p": (2, 2, 0), "q": (0, 0, 1)}])
+def test_degenerate_studies_give_nulls_not_errors(counts):
+    stats = compute_all(votes_from_counts(counts), n_boot=50)
+    json.dumps(stats, allow_nan=False)
+    html = render_report(stats, title="tiny")
+    assert "n/a" in html
+    if counts == {"p": (0, 0, 3)}:  # nobody picked a side: no test is defined
+        assert stats["answer_binomial_p"] is None and stats["primary"]["p"] is None
+        assert stats["answer_level"]["bootstrap"]["share_a_among_sides"]["ci"] == [None, None]
