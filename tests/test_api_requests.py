@@ -137,6 +137,28 @@ def test_list_is_cursor_paginated_newest_first(api):
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "cursor"]
 
 
+def test_a_job_submitted_while_the_broker_is_down_is_kept_and_sent_later(tmp_path):
+    from app.main import create_app
+    from worker.celery_app import Enqueuer
+    from worker.models import Job
+    from worker.reaper import reap_once
+
+    settings = make_settings(tmp_path, database_url=f"sqlite:///{tmp_path / 'down.db'}",
+                             broker_url="redis://127.0.0.1:1/0", redis_url=None)  # nothing listens on port 1
+    with TestClient(create_app(settings, run_reaper=False)) as client:
+        r = client.post("/v1/generations", json={"preset": "tiny", "class_labels": [0], "guidance": "none"})
+        assert r.status_code == 202 and r.json()["status"] == "queued"
+        with client.app.state.sessions() as s:
+            assert s.get(Job, r.json()["id"]).enqueued_at is None
+    # The broker is back (here: the filesystem broker) and the API's reaper runs.
+    back = settings.replace(broker_url="filesystem://localhost/")
+    back.ensure_dirs()
+    result = reap_once(back, Enqueuer(back))
+    assert result.resent == [r.json()["id"]]
+    assert len(list(back.broker_folders()["queue"].glob("*.msg"))) == 1
+    db.dispose_engines()
+
+
 def test_readiness_needs_a_live_worker(api):
     from worker.presence import remove_worker, touch_worker
 

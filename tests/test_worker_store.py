@@ -119,6 +119,15 @@ def test_reaper_requeues_lost_work_and_resends_undelivered_jobs(Session):
         assert again.to_enqueue == [] and again.failed == []
 
 
+def test_reaper_does_not_resend_a_backlog_the_broker_still_holds(Session):
+    with Session() as s:
+        ids = [jobs.create_job(s, SPEC)[0].id for _ in range(3)]
+        jobs.mark_enqueued(s, ids, when=db.utcnow() - timedelta(hours=1))  # waiting long, behind other work
+        assert jobs.reap(s, max_attempts=3, requeue_after_seconds=60, messages_waiting=3).resent == []
+        # One message fewer than waiting jobs: something was lost, so the stale ones go out again.
+        assert sorted(jobs.reap(s, max_attempts=3, requeue_after_seconds=60, messages_waiting=2).resent) == sorted(ids)
+
+
 def test_reaper_fails_a_job_that_keeps_losing_its_worker(Session):
     with Session() as s:
         job, _ = jobs.create_job(s, SPEC)

@@ -85,6 +85,15 @@ class Enqueuer:
             sent.append(job_id)
         return sent
 
+    def pending(self) -> int | None:
+        """Messages waiting in our queue (not counting those workers hold), or None if the broker cannot say."""
+        try:
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1)
+                return int(conn.default_channel.queue_declare(self.settings.queue, passive=True).message_count)
+        except Exception:
+            return None
+
     def close(self) -> None:
         if self._app is not None:
             self._app.close()

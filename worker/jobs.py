@@ -347,7 +347,7 @@ class ReapResult:
 
 
 def reap(session: Session, *, max_attempts: int, requeue_after_seconds: float,
-         now: datetime | None = None) -> ReapResult:
+         now: datetime | None = None, messages_waiting: int | None = None) -> ReapResult:
     """Find jobs the database says are waiting or running but nobody holds. Commits.
 
     * running, lease expired: the worker died (or hung) -> back to queued, to
@@ -356,6 +356,10 @@ def reap(session: Session, *, max_attempts: int, requeue_after_seconds: float,
     * queued, last sent more than ``requeue_after_seconds`` ago (or never,
       e.g. the broker was down at submit time) -> sent again. A duplicate
       message is harmless: ``claim`` lets only one delivery run the job.
+
+    ``messages_waiting`` (the broker's queue length, when known) avoids
+    resending during a mere backlog: while the broker holds at least one
+    message per queued job, nothing was lost and nothing is resent.
 
     The caller sends the ids in ``to_enqueue`` to the broker.
     """
@@ -381,6 +385,10 @@ def reap(session: Session, *, max_attempts: int, requeue_after_seconds: float,
     stale_before = now - timedelta(seconds=requeue_after_seconds)
     waiting = list(session.scalars(select(Job.id).where(
         Job.status == "queued", or_(Job.enqueued_at.is_(None), Job.enqueued_at < stale_before))))
+    if waiting and messages_waiting is not None:
+        queued = session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")) or 0
+        if messages_waiting >= queued:
+            waiting = []
     for job_id in waiting:
         res = session.execute(update(Job).where(
             Job.id == job_id, Job.status == "queued",

@@ -25,7 +25,8 @@ def reap_once(settings: Settings, enqueuer: Enqueuer) -> jobs.ReapResult:
     Session = session_factory(settings.database_url)
     with Session() as session:
         result = jobs.reap(session, max_attempts=settings.max_attempts,
-                           requeue_after_seconds=settings.requeue_after_seconds)
+                           requeue_after_seconds=settings.requeue_after_seconds,
+                           messages_waiting=enqueuer.pending())
     wanted = result.to_enqueue
     if wanted:
         sent = set(enqueuer.send(wanted))
