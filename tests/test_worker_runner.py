@@ -113,3 +113,21 @@ def test_progress_is_written_while_sampling(settings):
     t.join()
     assert _job(settings, job_id).status == "succeeded"
     assert any(0 < step < 60 for step in seen), seen
+
+
+def test_canceling_one_job_of_a_batch_leaves_its_batch_mates_alone(settings):
+    keep = _create(settings, robust(0, 1, steps="100"))
+    drop = _create(settings, robust(1, 2, steps="100"))
+    t = threading.Thread(target=run_job, args=(settings, keep))
+    t.start()
+    wait_until(lambda: _job(settings, drop).progress_step > 0, timeout=60, what="the batch to start")
+    with db.session_factory(settings.database_url)() as s:
+        jobs.request_cancel(s, drop)
+    # Shown as canceled while its batch mate is still sampling.
+    wait_until(lambda: _job(settings, drop).status == "canceled", timeout=30, what="the cancel to take effect")
+    assert _job(settings, keep).status == "running"
+    t.join(timeout=600)
+    assert not t.is_alive()
+    kept, dropped = _job(settings, keep), _job(settings, drop)
+    assert kept.status == "succeeded" and len(kept.images) == 1
+    assert dropped.status == "canceled" and dropped.images == [] and dropped.progress_step < 100
