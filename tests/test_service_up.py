@@ -68,6 +68,11 @@ def _stop(proc) -> int:
     return proc.returncode
 
 
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(x) for x in out.stdout.split()]
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -119,8 +124,23 @@ def test_rguide_up_serves_generations_end_to_end(tmp_path):
                     assert decoded.size == (16, 16)
             events = http.get(job["links"]["events"]).text
             assert "event: done" in events and '"status":"succeeded"' in events
+
+            # `rguide up` restarts a worker that dies, and the new one serves requests.
+            (worker_pid,) = _children(proc.pid)
+            os.kill(worker_pid, signal.SIGKILL)
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and _children(proc.pid) in ([], [worker_pid]):
+                time.sleep(0.5)
+            assert _children(proc.pid) not in ([], [worker_pid]), log.read_text(errors="replace")[-3000:]
+            again = http.post("/v1/generations", json={"preset": "tiny", "class_labels": [3], "guidance": "none",
+                                                       "steps": "5"}).json()
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and again["status"] not in ("succeeded", "failed", "canceled"):
+                time.sleep(0.3)
+                again = http.get(again["links"]["self"]).json()
+            assert again["status"] == "succeeded", log.read_text(errors="replace")[-3000:]
         assert (tmp_path / "data" / "rguide.db").is_file()
-        assert len(list((tmp_path / "data" / "media").rglob("*.png"))) == 4
+        assert len(list((tmp_path / "data" / "media").rglob("*.png"))) == 5
     finally:
         code = _stop(proc)
     assert code == 0, log.read_text(errors="replace")[-3000:]
