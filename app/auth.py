@@ -9,6 +9,8 @@ per key, or per client address for anonymous callers.
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -37,8 +39,12 @@ def _lookup(session: Session, plaintext: str) -> ApiKey:
     key = find_key(session, plaintext)
     if key is None:
         raise HTTPException(401, "API key not recognised, or revoked", headers=_CHALLENGE)
-    key.last_used_at = utcnow()
-    session.commit()
+    now = utcnow()
+    # At most one write a minute per key: a DB write on every request would
+    # serialise all authenticated traffic on SQLite.
+    if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
+        key.last_used_at = now
+        session.commit()
     return key
 
 

@@ -62,7 +62,32 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else None
         return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
+    _document_unparseable_bodies(app)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(500, "internal error; the server log has the details")
+
+
+def _document_unparseable_bodies(app: FastAPI) -> None:
+    """Every operation with a body answers 400 when the body is not JSON at all
+    (FastAPI's own check, before validation); say so in the OpenAPI schema."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        problem_schema = {"type": "object", "required": ["type", "title", "status"], "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+            "detail": {"type": "string"}}}
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                if isinstance(operation, dict) and "requestBody" in operation:
+                    operation.setdefault("responses", {}).setdefault("400", {
+                        "description": "the body could not be parsed (not JSON, or not UTF-8)",
+                        "content": {PROBLEM: {"schema": problem_schema}}})
+        return schema
+
+    app.openapi = openapi

@@ -43,7 +43,7 @@ def _request_hash(body: GenerationRequest) -> str:
              summary="Start a generation job",
              responses={202: {"description": "accepted; the job resource, also at the Location header",
                               "headers": {"Location": {"schema": {"type": "string"}}}},
-                        **problem_responses(400, 401, 429)})
+                        **problem_responses(401, 429)})
 def create_generation(
     body: GenerationRequest, request: Request, response: Response,
     idempotency_key: Annotated[str | None, Header(
