@@ -30,6 +30,10 @@ ROUTERS = [
     "app.api.generations:router",
     "app.api.images:router",
     "app.api.health:router",
+    "app.survey.api:router",
+    "app.survey.pages:router",
+    "app.survey.researcher:router",
+    "app.survey.web:static_router",
 ]
 
 DESCRIPTION = """\

@@ -1,0 +1,154 @@
+"""/v1/surveys: create a study (researcher key), follow it, close it, export it.
+
+A study is long work like a generation: ``POST`` answers 202 with the study
+resource and a ``Location``; its ``status`` goes ``generating`` -> ``open``
+(when every image exists; the manifest is frozen then) -> ``closed``.
+Give raters ``links.rater_url``.
+"""
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from sqlalchemy.orm import Session
+
+from app.auth import require_api_key
+from app.deps import get_db, get_settings
+from app.errors import problem_responses
+from app.keys import ApiKey
+from app.survey import export, studies
+from app.survey.researcher_auth import researcher
+from app.survey.schemas import StudyCreate, StudyList, StudyOut
+from app.validation import RequestInvalid
+from worker import jobs
+from worker.config import Settings
+from worker.survey_models import Study
+
+router = APIRouter(prefix="/v1/surveys", tags=["surveys"])
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _study(session: Session, study_id: str) -> Study:
+    study = studies.get_study(session, study_id)
+    if study is None:
+        raise HTTPException(404, f"no survey with id {study_id!r}")
+    return studies.refresh(session, study)
+
+
+@router.post("", status_code=202, response_model=StudyOut, summary="Create a study",
+             description="Validates everything, stores the study and its pairs, and queues the seed-matched "
+                         "pairs as generation jobs. The study opens by itself when they have all succeeded; "
+                         "follow `Location` (`generation.progress`) until `status` is `open`.",
+             responses={202: {"headers": {"Location": {"schema": {"type": "string"}}}},
+                        **problem_responses(400, 401)})
+def create_survey(body: StudyCreate, request: Request, response: Response,
+                  key: ApiKey = Depends(require_api_key), session: Session = Depends(get_db),
+                  settings: Settings = Depends(get_settings)) -> dict:
+    try:
+        study = studies.create_study(session, body, settings, owner_key_id=key.id)
+    except RequestInvalid as exc:
+        raise RequestValidationError(exc.errors) from None
+    sent = request.app.state.enqueuer.send(list(study.job_ids))
+    jobs.mark_enqueued(session, sent)
+    response.headers["Location"] = f"/v1/surveys/{study.id}"
+    return studies.summary(session, study, base_url=_base_url(request))
+
+
+@router.get("", response_model=StudyList, summary="List studies, newest first", responses=problem_responses(401))
+def list_surveys(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                 key: ApiKey = Depends(researcher), session: Session = Depends(get_db)) -> dict:
+    items = [studies.summary(session, studies.refresh(session, s), base_url=_base_url(request))
+             for s in studies.list_studies(session, limit)]
+    return {"items": items}
+
+
+@router.get("/{study_id}", response_model=StudyOut, summary="A study's live status, with per-pair counts",
+            responses=problem_responses(401, 404))
+def get_survey(study_id: str, request: Request, key: ApiKey = Depends(researcher),
+               session: Session = Depends(get_db)) -> dict:
+    return studies.summary(session, _study(session, study_id), base_url=_base_url(request), with_pairs=True)
+
+
+@router.post("/{study_id}/close", response_model=StudyOut, summary="Close a study: no more answers",
+             responses=problem_responses(401, 404, 409))
+def close_survey(study_id: str, request: Request, key: ApiKey = Depends(require_api_key),
+                 session: Session = Depends(get_db)) -> dict:
+    study = _study(session, study_id)
+    try:
+        studies.close_study(session, study)
+    except studies.StudyStateError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return studies.summary(session, study, base_url=_base_url(request), with_pairs=True)
+
+
+@router.get("/{study_id}/manifest", summary="The frozen manifest: every pair's label, seed, image hashes, "
+                                            "settings, code version",
+            responses={200: {"content": {"application/json": {}}}, **problem_responses(401, 404, 409)})
+def manifest(study_id: str, key: ApiKey = Depends(researcher), session: Session = Depends(get_db)) -> Response:
+    study = _study(session, study_id)
+    if study.manifest is None:
+        raise HTTPException(409, f"study {study_id} is {study.status}: its manifest is frozen when it opens")
+    body = json.dumps(study.manifest, indent=2, ensure_ascii=False) + "\n"
+    return Response(body, media_type="application/json", headers={
+        "X-Manifest-SHA256": study.manifest_sha256,
+        "Content-Disposition": f'attachment; filename="survey-{study.id}-manifest.json"'})
+
+
+@router.get("/{study_id}/votes", summary="Every vote with everything recorded",
+            description="`format=csv` (default): one row per vote, all columns. `format=json`: the same rows. "
+                        "`format=tidy`: the statistics' tidy CSV (`rguide stats` reads it), with exclusions "
+                        "applied by the study's attention-check rule.",
+            responses={200: {"content": {"text/csv": {}, "application/json": {}}}, **problem_responses(401, 404)})
+def votes(study_id: str, format: Literal["csv", "json", "tidy"] = "csv", key: ApiKey = Depends(researcher),
+          session: Session = Depends(get_db)) -> Response:
+    study = _study(session, study_id)
+    name = f"survey-{study.id}-votes"
+    if format == "tidy":
+        return PlainTextResponse(export.tidy_csv(session, study), media_type="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="{name}-tidy.csv"'})
+    rows = export.vote_rows(session, study)
+    if format == "json":
+        return JSONResponse({"study_id": study.id, "manifest_sha256": study.manifest_sha256, "votes": rows})
+    return PlainTextResponse(export.rows_csv(rows), media_type="text/csv",
+                             headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+
+
+def _results(session: Session, study: Study, n_boot: int, seed: int) -> dict:
+    try:
+        return export.results(session, study, n_boot=n_boot, seed=seed)
+    except ValueError as exc:
+        raise HTTPException(409, f"no statistics for study {study.id} yet: {exc}") from None
+
+
+NBoot = Annotated[int, Query(ge=0, le=20000, description="bootstrap resamples (0: no bootstrap)")]
+Seed = Annotated[int, Query(ge=0, le=2**32 - 1, description="bootstrap seed")]
+
+
+@router.get("/{study_id}/results", summary="Preference statistics (app.stats.compute_all) of the study's votes",
+            responses=problem_responses(401, 404, 409))
+def results(study_id: str, n_boot: NBoot = 2000, seed: Seed = 0, key: ApiKey = Depends(researcher),
+            session: Session = Depends(get_db)) -> JSONResponse:
+    study = _study(session, study_id)
+    return JSONResponse(_results(session, study, n_boot, seed))
+
+
+@router.get("/{study_id}/report", response_class=HTMLResponse, summary="The statistics as an HTML report",
+            responses=problem_responses(401, 404, 409))
+def report(study_id: str, n_boot: NBoot = 2000, seed: Seed = 0, key: ApiKey = Depends(researcher),
+           session: Session = Depends(get_db)) -> HTMLResponse:
+    from app.stats.report import render_report
+    from worker.survey_models import SurveyPair
+
+    study = _study(session, study_id)
+    stats = _results(session, study, n_boot, seed)
+    images = {p.id: (f"/v1/images/{p.image_a_id}.png", f"/v1/images/{p.image_b_id}.png")
+              for p in session.query(SurveyPair).filter(SurveyPair.study_id == study.id,
+                                                         SurveyPair.is_attention_check.is_(False))
+              if p.image_a_id and p.image_b_id}
+    return HTMLResponse(render_report(stats, title=study.title, images=images))

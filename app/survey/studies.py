@@ -1,0 +1,450 @@
+"""A study's life: created (its pairs queued as generation jobs), opened, closed.
+
+Creating a study validates everything at the edge exactly as a generation
+request is validated (``app.validation``), plans the pairs (labels, seeds,
+attention checks) and submits ordinary generation jobs: one ``pair`` job
+per batch of labels when the methods are robust and vanilla, else one job
+per method per batch with the same labels and seeds. Nothing is stored
+when anything is invalid.
+
+The study opens when all its jobs have succeeded. Whoever reads the study
+first after that (a researcher polling its status, a rater opening the
+link) performs the transition; it is one guarded UPDATE, so two readers
+cannot open it twice. Opening freezes the **manifest**: every pair's label,
+seed, both image ids and SHA-256 hashes, the settings and the code version.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.orm import Session
+
+from app.validation import RequestInvalid, validate_generation
+from model_core.presets import UnknownPresetError, get_preset
+from model_core.provenance import code_version
+from worker import jobs
+from worker.config import Settings
+from worker.models import Image, Job
+from worker.survey_models import Assignment, Rater, Study, SurveyPair, SurveyVote
+
+MANIFEST_VERSION = 1
+ROW_ID = re.compile(r"[0-9a-f]{32}")
+PAIR_METHODS = ("robust", "vanilla")  # what a single "pair" generation job samples
+
+
+class StudyStateError(Exception):
+    """The study's status does not allow this (e.g. closing a study that is still generating)."""
+
+
+def _err(loc: tuple, msg: str, value: Any) -> dict[str, Any]:
+    return {"type": "value_error", "loc": ("body",) + loc, "msg": msg, "input": value}
+
+
+def draw_labels(num_classes: int, n: int, seed: int) -> list[int]:
+    """``n`` labels at random: without replacement, starting over (reshuffled) once every class was drawn.
+
+    So 200 labels of 1000 classes are 200 distinct classes, as in the paper, and
+    10 labels of 4 classes use every class at least twice. Reproducible from ``seed``.
+    """
+    rng = random.Random(f"rguide-survey-labels:{seed}")
+    out: list[int] = []
+    while len(out) < n:
+        classes = list(range(num_classes))
+        rng.shuffle(classes)
+        out.extend(classes[: n - len(out)])
+    return out
+
+
+@dataclass
+class Plan:
+    preset: Any
+    labels: list[int]
+    seed: int
+    label_source: str
+    method_a: str
+    method_b: str
+    scales: dict[str, float]
+    specs: list[tuple[int, jobs.JobSpec]]  # (first pair index, spec), in order
+    steps: str
+    sampler: str
+
+
+def plan_study(body, settings: Settings) -> Plan:
+    """Validate a ``StudyCreate`` and work out its jobs. Raises ``RequestInvalid`` naming every bad field."""
+    try:
+        preset = get_preset(body.preset)
+    except UnknownPresetError as exc:
+        raise RequestInvalid([_err(("preset",), str(exc), body.preset)]) from None
+    errors: list[dict[str, Any]] = []
+    a, b = body.method_a.lower(), body.method_b.lower()
+    usable = [m for m in preset.methods if m != "none"]
+    for field, method in (("method_a", a), ("method_b", b)):
+        if method == "none":
+            errors.append(_err((field,), "unguided sampling cannot be a survey method here: the statistics "
+                                         "reserve the name 'none' for 'no preference'", method))
+        elif method not in usable:
+            errors.append(_err((field,), f"method {method!r} is not a guidance method of preset {preset.name!r} "
+                                         f"(choose from {', '.join(usable)})", method))
+    if a == b:
+        errors.append(_err(("method_b",), f"method_b must differ from method_a (both are {a!r})", b))
+
+    if body.labels is not None and body.num_pairs is not None:
+        errors.append(_err(("labels",), "give either num_pairs (labels drawn at random) or labels, not both",
+                           body.labels))
+    seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
+    labels: list[int] = []
+    if body.labels is not None:
+        label_source = "explicit"
+        for i, raw in enumerate(body.labels):
+            try:
+                labels.append(preset.resolve_label(raw))
+            except (ValueError, TypeError) as exc:
+                errors.append(_err(("labels", i), str(exc), raw))
+    else:
+        label_source = "random"
+        labels = draw_labels(preset.num_classes, body.num_pairs or 200, seed)
+    if errors:
+        raise RequestInvalid(errors)
+
+    together = {a, b} == set(PAIR_METHODS)
+    per_job = max(1, settings.max_images_per_request // (2 if together else 1))
+    scale_given = {m: s for m, s in ((a, body.scale_a), (b, body.scale_b)) if s is not None}
+    specs: list[tuple[int, jobs.JobSpec]] = []
+    for start in range(0, len(labels), per_job):
+        chunk = labels[start:start + per_job]
+        requests = [("pair", PAIR_METHODS)] if together else [(a, (a,)), (b, (b,))]
+        for guidance, methods in requests:
+            request = SimpleNamespace(preset=preset.name, guidance=guidance, class_labels=chunk,
+                                      scale={m: scale_given[m] for m in methods if m in scale_given} or None,
+                                      steps=body.steps, seed=seed + start, sampler=body.sampler)
+            try:
+                specs.append((start, validate_generation(request, settings)))
+            except RequestInvalid as exc:
+                # Every batch is checked the same way: report the first batch's problems once.
+                raise RequestInvalid([_remap(e, a, b) for e in exc.errors]) from None
+    first = specs[0][1]
+    scales: dict[str, float] = {}
+    for _, spec in specs:
+        scales.update(spec.scales)
+    return Plan(preset=preset, labels=labels, seed=seed, label_source=label_source, method_a=a, method_b=b,
+                scales=scales, specs=specs, steps=first.steps, sampler=first.sampler)
+
+
+def _remap(error: dict[str, Any], a: str, b: str) -> dict[str, Any]:
+    """A generation request's error location -> the study request's field."""
+    loc = list(error["loc"])
+    if len(loc) >= 2:
+        if loc[1] == "scale" and len(loc) == 3:
+            loc = ["body", "scale_a" if loc[2] == a else "scale_b"]
+        elif loc[1] == "guidance":
+            loc = ["body", "method_a"]
+        elif loc[1] == "class_labels":
+            loc = ["body", "labels"]
+    return {**error, "loc": tuple(loc)}
+
+
+def create_study(session: Session, body, settings: Settings, owner_key_id: str | None) -> Study:
+    """Store the study, its pairs and its (queued) generation jobs. Commits. The caller sends the jobs."""
+    plan = plan_study(body, settings)
+    study_id = uuid.uuid4().hex
+    rng = random.Random(f"rguide-survey-sides:{plan.seed}")
+    job_ids: list[str] = []
+    slot: dict[int, tuple[str, str, int]] = {}  # pair index -> (job of A, job of B, position in job)
+    for start, spec in plan.specs:
+        job = Job(id=jobs.new_job_id(), status="queued", preset=spec.preset, guidance=spec.guidance,
+                       labels=list(spec.labels), seeds=list(spec.seeds), scales=dict(spec.scales),
+                       steps=spec.steps, sampler=spec.sampler, num_steps=spec.num_steps,
+                       num_images=spec.num_images, batch_key=spec.batch_key, progress_step=0,
+                       progress_total=spec.num_steps, cancel_requested=False, attempts=0,
+                       owner_key_id=owner_key_id)
+        # Added in the study's own transaction (not jobs.create_job, which commits each
+        # job): a study and its jobs are stored together or not at all.
+        session.add(job)
+        job_ids.append(job.id)
+        for offset in range(len(spec.labels)):
+            a_job, b_job, _ = slot.get(start + offset, (None, None, offset))
+            if spec.guidance == "pair" or spec.guidance == plan.method_a:
+                a_job = job.id
+            if spec.guidance == "pair" or spec.guidance == plan.method_b:
+                b_job = job.id
+            slot[start + offset] = (a_job, b_job, offset)
+
+    n_checks = body.attention_checks_per_rater if body.attention_checks else 0
+    study = Study(
+        id=study_id, title=body.title, status="generating", owner_key_id=owner_key_id, preset=plan.preset.name,
+        method_a=plan.method_a, scale_a=plan.scales[plan.method_a], method_b=plan.method_b,
+        scale_b=plan.scales[plan.method_b], steps=plan.steps, sampler=plan.sampler, seed=plan.seed,
+        label_source=plan.label_source, question=body.question, instructions=body.instructions,
+        consent=body.consent, raters_per_pair=body.raters_per_pair,
+        pairs_per_rater=min(body.pairs_per_rater or len(plan.labels), len(plan.labels)),
+        attention_checks=n_checks, max_attention_failures=body.max_attention_failures,
+        min_answer_ms=body.min_answer_ms, completion_code=body.completion_code or secrets.token_hex(5).upper(),
+        completion_url=body.completion_url, secret=_new_secret(), code_version=code_version()[:100],
+        job_ids=job_ids)
+    session.add(study)
+    names = plan.preset.class_names
+    for i, label in enumerate(plan.labels):
+        a_job, b_job, pos = slot[i]
+        session.add(SurveyPair(id=uuid.uuid4().hex, study_id=study_id, ordinal=i, label=label,
+                               class_name=names[label], seed=plan.seed + i, is_attention_check=False,
+                               job_a_id=a_job, job_b_id=b_job, job_position=pos, n_assigned=0,
+                               a_left_first=rng.random() < 0.5))
+    # Attention checks reuse real pairs' images (one image on both sides), alternating A's and B's.
+    sources = rng.sample(range(len(plan.labels)), min(n_checks, len(plan.labels)))
+    while len(sources) < n_checks:
+        sources.append(rng.randrange(len(plan.labels)))
+    for k, src in enumerate(sources):
+        a_job, b_job, pos = slot[src]
+        method = plan.method_a if k % 2 == 0 else plan.method_b
+        session.add(SurveyPair(id=uuid.uuid4().hex, study_id=study_id, ordinal=len(plan.labels) + k,
+                               label=plan.labels[src], class_name=names[plan.labels[src]], seed=plan.seed + src,
+                               is_attention_check=True, job_a_id=a_job, job_b_id=b_job, job_position=pos,
+                               check_method=method, n_assigned=0, a_left_first=True))
+    session.commit()
+    return study
+
+
+def _new_secret() -> str:
+    from app.survey.security import new_secret
+
+    return new_secret()
+
+
+# -- opening -----------------------------------------------------------------------------
+
+def generation_progress(session: Session, study: Study) -> dict:
+    rows = session.execute(select(Job.status, Job.progress_step, Job.progress_total)
+                           .where(Job.id.in_(study.job_ids))).all()
+    total = sum(max(r.progress_total, 1) for r in rows) or 1
+    done = sum(max(r.progress_total, 1) if r.status == "succeeded" else min(r.progress_step, r.progress_total)
+               for r in rows)
+    return {"jobs": len(study.job_ids), "succeeded": sum(r.status == "succeeded" for r in rows),
+            "failed": sum(r.status in ("failed", "canceled") for r in rows),
+            "progress": round(done / total, 4)}
+
+
+def refresh(session: Session, study: Study) -> Study:
+    """Open a generating study whose jobs all succeeded (or fail it when one failed). Commits when it changes."""
+    if study.status != "generating":
+        return study
+    found = {j.id: j for j in session.scalars(select(Job).where(Job.id.in_(study.job_ids)))}
+    broken = [j for j in found.values() if j.status in ("failed", "canceled")]
+    missing = [i for i in study.job_ids if i not in found]
+    if broken or missing:
+        why = (f"generation job {broken[0].id} {broken[0].status}: {broken[0].error or 'no error recorded'}"
+               if broken else f"generation job {missing[0]} no longer exists")
+        session.execute(update(Study).where(Study.id == study.id, Study.status == "generating")
+                        .values(status="failed", error=why[:4000]))
+        session.commit()
+        session.refresh(study)
+        return study
+    if any(j.status != "succeeded" for j in found.values()):
+        return study
+    _open(session, study)
+    session.refresh(study)
+    return study
+
+
+def _open(session: Session, study: Study) -> None:
+    pairs = list(session.scalars(select(SurveyPair).where(SurveyPair.study_id == study.id)
+                                 .order_by(SurveyPair.ordinal)))
+    wanted: dict[str, tuple[str, int, str]] = {}
+    for p in pairs:
+        for job_id, method in ((p.job_a_id, study.method_a), (p.job_b_id, study.method_b)):
+            iid = jobs.image_id(job_id, p.job_position, method)
+            wanted[iid] = (job_id, p.job_position, method)
+    images = {im.id: im for im in session.scalars(select(Image).where(Image.id.in_(list(wanted))))}
+    lost = [i for i in wanted if i not in images]
+    if lost:
+        session.execute(update(Study).where(Study.id == study.id, Study.status == "generating").values(
+            status="failed", error=f"{len(lost)} image(s) of succeeded jobs are missing, e.g. {lost[0]}"))
+        session.commit()
+        return
+    now = jobs.utcnow()
+    entries = []
+    for p in pairs:
+        im_a = images[jobs.image_id(p.job_a_id, p.job_position, study.method_a)]
+        im_b = images[jobs.image_id(p.job_b_id, p.job_position, study.method_b)]
+        if p.is_attention_check:
+            # The same image on both sides: the check's "A" and "B" are one file.
+            im_a = im_b = im_a if p.check_method == study.method_a else im_b
+        values = dict(image_a_id=im_a.id, image_b_id=im_b.id, image_a_sha256=im_a.sha256,
+                      image_b_sha256=im_b.sha256)
+        session.execute(update(SurveyPair).where(SurveyPair.id == p.id).values(**values))
+        entries.append(_manifest_pair(study, p, im_a, im_b))
+    manifest = build_manifest(study, entries, now)
+    res = session.execute(update(Study).where(Study.id == study.id, Study.status == "generating").values(
+        status="open", opened_at=now, manifest=manifest, manifest_sha256=manifest_digest(manifest)))
+    if res.rowcount != 1:  # another reader opened it first; its manifest stands
+        session.rollback()
+        return
+    session.commit()
+
+
+def _image_entry(im: Image) -> dict:
+    return {"image_id": im.id, "sha256": im.sha256, "method": im.method, "scale": im.scale,
+            "width": im.width, "height": im.height, "generation_job": im.job_id}
+
+
+def _manifest_pair(study: Study, p: SurveyPair, im_a: Image, im_b: Image) -> dict:
+    entry = {"pair_id": p.id, "ordinal": p.ordinal, "label": p.label, "class_name": p.class_name, "seed": p.seed,
+             "attention_check": p.is_attention_check,
+             "a_left_first": p.a_left_first}
+    if p.is_attention_check:
+        entry["check_method"] = p.check_method
+        entry["image"] = _image_entry(im_a)
+        entry["correct_answer"] = "same"
+    else:
+        entry["images"] = {study.method_a: _image_entry(im_a), study.method_b: _image_entry(im_b)}
+    return entry
+
+
+def build_manifest(study: Study, pairs: list[dict], opened_at) -> dict:
+    preset = get_preset(study.preset)
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "study_id": study.id,
+        "title": study.title,
+        "created_at": study.created_at.isoformat(),
+        "opened_at": opened_at.isoformat(),
+        "code_version": study.code_version,
+        "preset": {"name": preset.name, "description": preset.description, "image_size": preset.image_size,
+                   "num_classes": preset.num_classes},
+        "settings": {
+            "method_a": {"method": study.method_a, "scale": study.scale_a},
+            "method_b": {"method": study.method_b, "scale": study.scale_b},
+            "steps": study.steps, "sampler": study.sampler, "seed": study.seed,
+            "seed_rule": "pair i uses seed + i for both of its images",
+            "label_source": study.label_source, "raters_per_pair": study.raters_per_pair,
+            "pairs_per_rater": study.pairs_per_rater, "attention_checks_per_rater": study.attention_checks,
+            "max_attention_failures": study.max_attention_failures, "min_answer_ms": study.min_answer_ms,
+            "question": study.question, "instructions": study.instructions, "consent": study.consent,
+            "completion_code": study.completion_code,
+            "counterbalancing": "a pair's k-th assignment (k = 0, 1, ...) shows method A on the left when "
+                                "(k even) == a_left_first",
+            "order": "least-assigned pairs first; ties in each rater's own random order "
+                     "(sha256 of the rater's order_seed and the pair id)",
+        },
+        "generation_jobs": list(study.job_ids),
+        "pairs": pairs,
+    }
+
+
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 of the canonical JSON (sorted keys, no spaces, UTF-8): anyone can recompute it."""
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# -- closing ------------------------------------------------------------------------------
+
+def close_study(session: Session, study: Study) -> Study:
+    """open -> closed (idempotent). Raises ``StudyStateError`` for a study that never opened."""
+    if study.status == "closed":
+        return study
+    res = session.execute(update(Study).where(Study.id == study.id, Study.status == "open")
+                          .values(status="closed", closed_at=jobs.utcnow()))
+    session.commit()
+    session.refresh(study)
+    if res.rowcount != 1 and study.status != "closed":
+        raise StudyStateError(f"study {study.id} is {study.status}; only an open study can be closed")
+    return study
+
+
+# -- status -------------------------------------------------------------------------------
+
+def is_row_id(value) -> bool:
+    """Ids of survey rows are uuid4 hex; anything else (NUL bytes included, which PostgreSQL refuses) is no id."""
+    return isinstance(value, str) and ROW_ID.fullmatch(value) is not None
+
+
+def get_study(session: Session, study_id: str) -> Study | None:
+    return session.get(Study, study_id) if is_row_id(study_id) else None
+
+
+def list_studies(session: Session, limit: int = 100) -> list[Study]:
+    return list(session.scalars(select(Study).order_by(Study.created_at.desc(), Study.id.desc()).limit(limit)))
+
+
+def links(study: Study, base_url: str = "") -> dict:
+    api = f"/v1/surveys/{study.id}"
+    return {"self": api, "rater_url": f"{base_url.rstrip('/')}/s/{study.id}",
+            "researcher_page": f"/researcher/surveys/{study.id}", "manifest": f"{api}/manifest",
+            "votes_csv": f"{api}/votes?format=csv", "votes_json": f"{api}/votes?format=json",
+            "results": f"{api}/results", "report": f"{api}/report", "close": f"{api}/close"}
+
+
+def failed_attention_raters(session: Session, study: Study) -> set[str]:
+    rows = session.execute(select(SurveyVote.rater_id, func.count()).where(
+        SurveyVote.study_id == study.id, SurveyVote.attention_passed.is_(False)).group_by(SurveyVote.rater_id))
+    return {r for r, n in rows if n > study.max_attention_failures}
+
+
+def summary(session: Session, study: Study, *, base_url: str = "", with_pairs: bool = False) -> dict:
+    n_pairs = session.scalar(select(func.count()).where(SurveyPair.study_id == study.id,
+                                                        SurveyPair.is_attention_check.is_(False))) or 0
+    n_checks = session.scalar(select(func.count()).where(SurveyPair.study_id == study.id,
+                                                         SurveyPair.is_attention_check.is_(True))) or 0
+    raters = session.scalar(select(func.count()).where(Rater.study_id == study.id)) or 0
+    completed = session.scalar(select(func.count()).where(Rater.study_id == study.id,
+                                                          Rater.completed_at.is_not(None))) or 0
+    real_answers = session.scalar(select(func.count()).where(SurveyVote.study_id == study.id,
+                                                             SurveyVote.is_attention_check.is_(False))) or 0
+    too_fast = session.scalar(select(func.count()).where(SurveyVote.study_id == study.id,
+                                                         SurveyVote.too_fast.is_(True))) or 0
+    wanted = n_pairs * study.raters_per_pair
+    out = {
+        "id": study.id, "title": study.title, "status": study.status, "error": study.error,
+        "preset": study.preset, "method_a": study.method_a, "scale_a": study.scale_a,
+        "method_b": study.method_b, "scale_b": study.scale_b, "steps": study.steps, "sampler": study.sampler,
+        "seed": study.seed, "label_source": study.label_source, "num_pairs": n_pairs,
+        "attention_check_pairs": n_checks, "raters_per_pair": study.raters_per_pair,
+        "pairs_per_rater": study.pairs_per_rater, "attention_checks_per_rater": study.attention_checks,
+        "max_attention_failures": study.max_attention_failures, "min_answer_ms": study.min_answer_ms,
+        "question": study.question, "completion_code": study.completion_code, "code_version": study.code_version,
+        "generation": generation_progress(session, study), "raters": raters, "raters_completed": completed,
+        "answers": real_answers, "answers_wanted": wanted,
+        "completion": round(min(1.0, real_answers / wanted), 4) if wanted else 0.0,
+        "flagged_too_fast": too_fast, "failed_attention_raters": len(failed_attention_raters(session, study)),
+        "manifest_sha256": study.manifest_sha256, "created_at": study.created_at, "opened_at": study.opened_at,
+        "closed_at": study.closed_at, "links": links(study, base_url), "pairs": None,
+    }
+    if with_pairs:
+        out["pairs"] = pair_status(session, study)
+    return out
+
+
+def pair_status(session: Session, study: Study) -> list[dict]:
+    counts = {}
+    rows = session.execute(
+        select(SurveyVote.pair_id, SurveyVote.choice, func.count(),
+               func.sum(case((SurveyVote.a_side == "left", 1), else_=0)))
+        .where(SurveyVote.study_id == study.id).group_by(SurveyVote.pair_id, SurveyVote.choice))
+    for pair_id, choice, n, a_left in rows:
+        entry = counts.setdefault(pair_id, {"answers": 0, "a_left": 0, "choices": {}})
+        entry["answers"] += n
+        entry["a_left"] += int(a_left or 0)
+        entry["choices"][choice] = n
+    out = []
+    for p in session.scalars(select(SurveyPair).where(SurveyPair.study_id == study.id)
+                             .order_by(SurveyPair.ordinal)):
+        c = counts.get(p.id, {"answers": 0, "a_left": 0, "choices": {}})
+        choices = {study.method_a: 0, study.method_b: 0, "same": 0, **c["choices"]}
+        out.append({"pair_id": p.id, "ordinal": p.ordinal, "label": p.label, "class_name": p.class_name,
+                    "seed": p.seed, "attention_check": p.is_attention_check, "assigned": p.n_assigned,
+                    "answers": c["answers"], "a_left": c["a_left"], "choices": choices})
+    return out
+
+
+def assigned_unanswered(session: Session, study: Study) -> int:
+    return session.scalar(select(func.count()).where(Assignment.study_id == study.id,
+                                                     Assignment.answered_at.is_(None))) or 0

@@ -1,0 +1,140 @@
+"""Helpers shared by the survey tests: an in-process API, real generation, raters that fill in forms.
+
+The generation jobs of a study are run in the test process by the real
+worker code (``worker.runner.run_job``, the tiny preset, a few DDIM steps):
+the same images a Celery worker would make, without starting one. The
+browser test and the PostgreSQL test use real worker processes instead.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from conftest import make_settings
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+FAST = {"preset": "tiny", "steps": "ddim4", "seed": 11}
+
+
+def sqlite_settings(tmp_path: Path, **overrides):
+    return make_settings(tmp_path, database_url=f"sqlite:///{tmp_path / 'survey.db'}",
+                         broker_url="filesystem://localhost/", redis_url=None, **overrides)
+
+
+def new_key(settings, name: str = "researcher") -> str:
+    from app.keys import create_key
+    from worker.db import session_scope
+
+    with session_scope(settings.database_url) as s:
+        return create_key(s, name)[1]
+
+
+def run_queued_jobs(settings) -> list[str]:
+    """Run every queued generation job here, with the worker's own code."""
+    import torch
+
+    from worker.db import session_factory
+    from worker.models import Job
+    from worker.runner import run_job
+
+    torch.set_num_threads(1)  # the test machine's cores are shared
+    with session_factory(settings.database_url)() as s:
+        ids = list(s.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.created_at)))
+    return [run_job(settings, job_id) for job_id in ids]
+
+
+def create_study(client: TestClient, key: str, **body) -> dict:
+    r = client.post("/v1/surveys", json={**FAST, **body}, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def open_study(client: TestClient, key: str, **body) -> dict:
+    study = create_study(client, key, **body)
+    assert set(run_queued_jobs(client.app.state.settings)) <= {"succeeded", "superseded"}
+    r = client.get(f"/v1/surveys/{study['id']}", headers={"Authorization": f"Bearer {key}"})
+    assert r.json()["status"] == "open", r.json()
+    return r.json()
+
+
+def field_value(html: str, name: str) -> str:
+    m = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert m, f"no field {name!r} in the page"
+    return m.group(1)
+
+
+@dataclass
+class Rater:
+    """A rater's browser without JavaScript: its own cookies, forms posted as a browser would."""
+    client: TestClient
+    study_id: str
+    page: str = ""
+    history: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def new(cls, app, study_id: str) -> Rater:
+        return cls(TestClient(app), study_id)
+
+    @property
+    def base(self) -> str:
+        return f"/s/{self.study_id}"
+
+    def start(self, **params) -> Rater:
+        r = self.client.get(self.base, params=params)
+        assert r.status_code == 200, r.text
+        form = {"csrf": field_value(r.text, "csrf"), "consent": "yes", **params}
+        r = self.client.post(f"{self.base}/start", data=form)
+        assert r.status_code == 200, r.text
+        self.page = r.text
+        return self
+
+    def load(self):
+        r = self.client.get(f"{self.base}/pair")
+        self.page = r.text
+        return r
+
+    @property
+    def done(self) -> bool:
+        return 'id="completion-code"' in self.page
+
+    @property
+    def pair_id(self) -> str:
+        return field_value(self.page, "pair")
+
+    @property
+    def csrf(self) -> str:
+        return field_value(self.page, "csrf")
+
+    def vote(self, answer: str, **extra):
+        """Answer the pair on screen; follows the redirect to the next page as a browser does."""
+        form = {"csrf": self.csrf, "pair": self.pair_id, "answer": answer, **extra}
+        r = self.client.post(f"{self.base}/vote", data=form)
+        self.history.append({"pair": form["pair"], "answer": answer, "status": r.status_code})
+        if r.status_code == 200:
+            self.page = r.text
+        return r
+
+    def finish(self, answer_for=lambda i, pair: "left") -> int:
+        n = 0
+        while not self.done:
+            r = self.vote(answer_for(n, self.pair_id))
+            assert r.status_code == 200, r.text
+            n += 1
+        return n
+
+
+def snapshot(settings) -> dict:
+    """Everything a refused vote must leave as it was."""
+    from worker.db import session_factory
+    from worker.survey_models import Assignment, SurveyPair, SurveyVote
+    from worker.survey_models import Rater as RaterRow
+
+    with session_factory(settings.database_url)() as s:
+        return {
+            "votes": sorted((v.id, v.pair_id, v.rater_id, v.side) for v in s.scalars(select(SurveyVote))),
+            "assignments": sorted((a.id, a.answered_at) for a in s.scalars(select(Assignment))),
+            "counters": sorted((p.id, p.n_assigned) for p in s.scalars(select(SurveyPair))),
+            "raters": s.scalar(select(func.count()).select_from(RaterRow)),
+        }

@@ -1,0 +1,291 @@
+"""The survey in headless Chromium, against `rguide up` with its embedded defaults.
+
+`rguide up` runs as a user starts it (SQLite, the filesystem broker, a real
+Celery worker process); only the data directory, the port and the default
+preset are set through the environment. A researcher creates a study over
+the API, the worker generates its pairs, and three raters take part in
+separate browser contexts:
+
+* a Prolific participant on a desktop, answering with clicks and keys and
+  reloading mid-way;
+* an anonymous rater on a phone-sized touch screen, who closes the page
+  mid-way and comes back through the study link;
+* a rater whose browser runs no JavaScript.
+
+The database must then hold exactly the expected votes, with the sides
+shown and clicked; every request the pages made must have gone to this
+server. Screenshots of the pair page land in test-artifacts/.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from conftest import REPO, service_unavailable
+from sqlalchemy import create_engine, text
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(400)]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = REPO / "test-artifacts"
+SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "RGUIDE_BROKER_URL", "RGUIDE_MEDIA_DIR", "RGUIDE_QUEUE", "RGUIDE_HOST")
+PID = "60f1c0ffee0ddba11cafe001"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rguide() -> list[str]:
+    exe = REPO / ".venv" / "bin" / "rguide"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "rguide"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).is_file():
+        service_unavailable(f"Chromium is not installed at {CHROMIUM} (Debian package 'chromium')")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        service_unavailable("the playwright Python package is not installed (pip install playwright)")
+    with sync_playwright() as pw:
+        try:
+            chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        except Exception as exc:
+            service_unavailable(f"Chromium at {CHROMIUM} does not start: {exc}")
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory):
+    """`rguide up` on a free port with its embedded defaults, and a researcher key made by `rguide keys`."""
+    tmp = tmp_path_factory.mktemp("survey-up")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
+    env.update(RGUIDE_DATA_DIR=str(tmp / "data"), RGUIDE_PORT=str(port), RGUIDE_PRESET="tiny",
+               PYTHONUNBUFFERED="1")
+    log_path = tmp / "up.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(_rguide() + ["up"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
+            try:
+                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "rguide up not ready:\n" + log_path.read_text(errors="replace")[-3000:]
+            time.sleep(0.3)
+        made = subprocess.run(_rguide() + ["keys", "create", "--name", "browser test"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert made.returncode == 0, made.stderr
+        yield SimpleNamespace(url=url, key=made.stdout.strip(), data_dir=tmp / "data", log=log_path)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+def _open_study(up) -> dict:
+    headers = {"Authorization": f"Bearer {up.key}"}
+    with httpx.Client(base_url=up.url, headers=headers, timeout=30) as http:
+        r = http.post("/v1/surveys", json={
+            "title": "Robust or vanilla?", "preset": "tiny", "num_pairs": 4, "seed": 2023, "steps": "ddim4",
+            "raters_per_pair": 3, "attention_checks": True, "attention_checks_per_rater": 1, "min_answer_ms": 0,
+            "completion_code": "BROWSER-OK"})
+        assert r.status_code == 202, r.text
+        location = r.headers["location"]
+        deadline = time.monotonic() + 180
+        while (study := http.get(location).json())["status"] == "generating":
+            assert time.monotonic() < deadline, (study, up.log.read_text(errors="replace")[-3000:])
+            time.sleep(0.3)
+    assert study["status"] == "open", study
+    return study
+
+
+class Recorder:
+    """Every request a browser context makes, and every console error or failed load."""
+
+    def __init__(self, context):
+        self.requests: list[str] = []
+        self.problems: list[str] = []
+        context.on("request", lambda req: self.requests.append(req.url))
+        context.on("requestfailed", lambda req: self.problems.append(f"failed: {req.url} {req.failure}"))
+        context.on("console", lambda msg: msg.type == "error" and self.problems.append(f"console: {msg.text}"))
+
+
+class RaterBrowser:
+    def __init__(self, page, expected: dict, js: bool = True):
+        self.page, self.expected, self.js = page, expected, js
+
+    @property
+    def pair_id(self) -> str:
+        return self.page.input_value("input[name=pair]")
+
+    @property
+    def done(self) -> bool:
+        return self.page.locator("#completion-code").count() > 0
+
+    def ready(self) -> str:
+        if self.js:  # the script enables the buttons once both images are on screen
+            self.page.wait_for_selector("#btn-left:not([disabled])", timeout=20000)
+            assert self.page.input_value("input[name=loaded]") == "1"
+        return self.pair_id
+
+    def answer(self, how: str, side: str, key: str | None = None, tap: bool = False) -> None:
+        pair = self.ready()
+        with self.page.expect_navigation():
+            if how == "key":
+                self.page.keyboard.press(key)
+            elif tap:
+                self.page.tap(f"#btn-{side}")
+            else:
+                self.page.click(f"#btn-{side}")
+        self.expected[pair] = (side, how if self.js else "form")
+
+
+def _consent(page, tap: bool = False) -> None:
+    assert "Which image is more realistic, and more aligned to the description?" in page.content()
+    page.check("input[name=consent]")
+    with page.expect_navigation():
+        (page.tap if tap else page.click)("#start")
+
+
+def test_two_raters_and_a_no_script_rater_complete_the_study_in_chromium(up, browser):
+    study = _open_study(up)
+    sid, link = study["id"], study["links"]["rater_url"]
+    assert link == f"{up.url}/s/{sid}"
+    ARTIFACTS.mkdir(exist_ok=True)
+    expected: dict[str, dict[str, tuple[str, str]]] = {}
+    recorders = []
+
+    # 1. A Prolific participant on a desktop: clicks, arrow keys, digit keys, and a reload mid-way.
+    desktop = browser.new_context(viewport={"width": 1200, "height": 860})
+    recorders.append(Recorder(desktop))
+    page = desktop.new_page()
+    page.goto(f"{link}?PROLIFIC_PID={PID}&STUDY_ID=prolific-study&SESSION_ID=prolific-session")
+    page.screenshot(path=str(ARTIFACTS / "survey-landing.png"), full_page=True)
+    _consent(page)
+    r1 = RaterBrowser(page, expected.setdefault(f"prolific:{PID}", {}))
+    r1.ready()
+    assert page.inner_text("#class-name").strip().lower() in ("red", "green", "blue", "grey")
+    assert page.get_attribute("#progress", "value") == "0" and page.get_attribute("#progress", "max") == "5"
+    page.screenshot(path=str(ARTIFACTS / "survey-pair.png"), full_page=True)
+    r1.answer("click", "left")
+    r1.answer("key", "right", "ArrowRight")
+    before = r1.ready()
+    page.reload()
+    assert r1.ready() == before and page.get_attribute("#progress", "value") == "2"
+    r1.answer("key", "same", "ArrowDown")
+    r1.answer("key", "left", "1")
+    r1.answer("click", "same")
+    assert r1.done and page.inner_text("#completion-code").strip() == "BROWSER-OK"
+    page.screenshot(path=str(ARTIFACTS / "survey-done.png"), full_page=True)
+
+    # 2. An anonymous rater on a phone: taps and keys; leaves mid-way and comes back through the link.
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+                                device_scale_factor=2)
+    recorders.append(Recorder(phone))
+    page = phone.new_page()
+    page.goto(link)
+    _consent(page, tap=True)
+    r2 = RaterBrowser(page, {})
+    r2.ready()
+    page.screenshot(path=str(ARTIFACTS / "survey-pair-phone.png"), full_page=True)
+    r2.answer("click", "right", tap=True)
+    r2.answer("key", "right", "2")
+    stopped_at = r2.ready()
+    page.close()
+    page = phone.new_page()
+    page.goto(link)  # the signed cookie brings them back to the pair they left
+    r2.page = page
+    assert page.url.endswith(f"/s/{sid}/pair") and r2.ready() == stopped_at
+    r2.answer("key", "same", "0")
+    r2.answer("click", "left", tap=True)
+    r2.answer("key", "right", "ArrowRight")
+    assert r2.done
+    anonymous_answers = r2.expected
+
+    # 3. No JavaScript at all: plain form posts still work; loading and timing are recorded as unknown.
+    plain = browser.new_context(java_script_enabled=False)
+    recorders.append(Recorder(plain))
+    page = plain.new_page()
+    page.goto(link)
+    _consent(page)
+    r3 = RaterBrowser(page, {}, js=False)
+    for side in ("left", "same", "right", "left", "same"):
+        r3.answer("click", side)
+    assert r3.done
+    plain_answers = r3.expected
+    for context in (desktop, phone, plain):
+        context.close()
+
+    # Every request went to this server; nothing failed to load, nothing was blocked.
+    for rec in recorders:
+        assert rec.requests and all(u.startswith(up.url + "/") for u in rec.requests), rec.requests
+        assert rec.problems == []
+
+    # The database holds exactly these votes, with the sides shown and chosen.
+    engine = create_engine(f"sqlite:///{up.data_dir / 'rguide.db'}")
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT r.external_id, r.completed_at, v.pair_id, v.side, v.choice, v.a_side, v.input, v.images_loaded,"
+            " v.client_ms, v.load_ms, v.position, p.is_attention_check, p.check_method"
+            " FROM survey_votes v JOIN survey_raters r ON r.id = v.rater_id JOIN survey_pairs p ON p.id = v.pair_id"
+            " WHERE v.study_id = :sid ORDER BY v.created_at"), {"sid": sid}).mappings().all()
+    engine.dispose()
+    by_rater: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        assert row["pair_id"] not in by_rater.setdefault(row["external_id"], {}), "two votes on one pair"
+        by_rater[row["external_id"]][row["pair_id"]] = dict(row)
+    anon = [r for r in by_rater if r.startswith("anon:")]
+    assert len(rows) == 15 and len(by_rater) == 3 and len(anon) == 2
+    js_anon = next(r for r in anon if set(by_rater[r]) == set(anonymous_answers))
+    no_js = next(r for r in anon if r != js_anon)
+    for rater, answers, js in ((f"prolific:{PID}", expected[f"prolific:{PID}"], True),
+                               (js_anon, anonymous_answers, True), (no_js, plain_answers, False)):
+        votes = by_rater[rater]
+        assert set(votes) == set(answers) and sorted(v["position"] for v in votes.values()) == [1, 2, 3, 4, 5]
+        for pair, (side, how) in answers.items():
+            v = votes[pair]
+            assert (v["side"], v["input"]) == (side, how), (rater, v)
+            assert v["a_side"] in ("left", "right") and v["completed_at"] is not None
+            if side == "same":
+                assert v["choice"] == "same"
+            elif v["is_attention_check"]:
+                assert v["choice"] == v["check_method"]
+            else:
+                assert v["choice"] == ("robust" if side == v["a_side"] else "vanilla")
+            if js:
+                assert v["images_loaded"] == 1 and v["client_ms"] is not None and v["load_ms"] is not None
+            else:
+                assert v["images_loaded"] is None and v["client_ms"] is None
+    # Each rater met the one attention check once; each real pair was shown to all three.
+    with httpx.Client(base_url=up.url, headers={"Authorization": f"Bearer {up.key}"}) as http:
+        status = http.get(f"/v1/surveys/{sid}").json()
+    assert status["raters"] == 3 and status["raters_completed"] == 3 and status["answers"] == 12
+    for p in status["pairs"]:
+        assert p["answers"] == 3 and (p["attention_check"] or abs(2 * p["a_left"] - 3) == 1)
