@@ -243,6 +243,23 @@ def test_two_raters_and_a_no_script_rater_complete_the_study_in_chromium(up, bro
     for context in (desktop, phone, plain):
         context.close()
 
+    # 4. The researcher signs in with the key, follows the study live and closes it.
+    office = browser.new_context(viewport={"width": 1200, "height": 900})
+    recorders.append(Recorder(office))
+    page = office.new_page()
+    page.goto(f"{up.url}/researcher/surveys/{sid}")
+    assert "/researcher/login" in page.url
+    page.fill("#api_key", up.key)
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+    assert page.url.endswith(f"/researcher/surveys/{sid}") and "3\nraters (3 finished)" in page.inner_text("main")
+    assert page.inner_text("#rater-url") == link
+    page.screenshot(path=str(ARTIFACTS / "survey-researcher.png"), full_page=True)
+    with page.expect_navigation():
+        page.click("#close-study")
+    assert page.locator(".badge.closed").count() == 1
+    office.close()
+
     # Every request went to this server; nothing failed to load, nothing was blocked.
     for rec in recorders:
         assert rec.requests and all(u.startswith(up.url + "/") for u in rec.requests), rec.requests
@@ -286,6 +303,7 @@ def test_two_raters_and_a_no_script_rater_complete_the_study_in_chromium(up, bro
     # Each rater met the one attention check once; each real pair was shown to all three.
     with httpx.Client(base_url=up.url, headers={"Authorization": f"Bearer {up.key}"}) as http:
         status = http.get(f"/v1/surveys/{sid}").json()
-    assert status["raters"] == 3 and status["raters_completed"] == 3 and status["answers"] == 12
+    assert status["status"] == "closed" and status["raters"] == 3 and status["raters_completed"] == 3
+    assert status["answers"] == 12
     for p in status["pairs"]:
         assert p["answers"] == 3 and (p["attention_check"] or abs(2 * p["a_left"] - 3) == 1)
