@@ -383,6 +383,16 @@ def test_a_vote_on_a_closed_study_is_refused(api, two_raters):
     assert TestClient(api.app).get(f"/s/{study['id']}").status_code == 410
 
 
+def test_finished_raters_keep_their_completion_code_after_closing(api):
+    study = open_study(api, api.key, num_pairs=2, completion_code="KEEP-ME")
+    rater = Rater.new(api.app, study["id"]).start()
+    rater.finish()
+    api.post(f"/v1/surveys/{study['id']}/close", headers=api.hdr)
+    for path in ("", "/pair", "/done"):
+        r = rater.client.get(f"/s/{study['id']}{path}")
+        assert r.status_code == 200 and "KEEP-ME" in r.text, path
+
+
 def test_a_vote_before_the_images_loaded_or_malformed_is_refused(api, two_raters):
     _, a, _ = two_raters
     base = {"csrf": a.csrf, "pair": a.pair_id}

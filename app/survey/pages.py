@@ -105,14 +105,18 @@ def landing(study_id: str, request: Request, PROLIFIC_PID: str | None = None, ST
     study = _study_or_page(request, session, study_id)
     if isinstance(study, Response):
         return study
-    unavailable = _unavailable(request, study)
-    if unavailable:
-        return unavailable
     try:
         participant = assign.Participant.from_params(PROLIFIC_PID, STUDY_ID, SESSION_ID)
     except assign.ParticipantError as exc:
         return message(request, "Invalid link", str(exc), 400)
     browser_id = _browser_id(request, study)
+    known = assign.rater_by_browser(session, study, browser_id)
+    if known is not None and known.completed_at is not None and (
+            participant.pid is None or known.external_id == f"prolific:{participant.pid}"):
+        return RedirectResponse(f"{_base(study)}/done", status_code=303)
+    unavailable = _unavailable(request, study)
+    if unavailable:
+        return unavailable
     fresh = browser_id is None
     if fresh:
         browser_id = security.new_browser_id()
@@ -190,6 +194,9 @@ def pair_page(study_id: str, request: Request, session: Session = Depends(get_db
     rater = _rater_or_redirect(request, session, study)
     if isinstance(rater, Response):
         return rater
+    if rater.completed_at is not None:
+        # Finished raters keep seeing their code, even after the study closed.
+        return RedirectResponse(f"{_base(study)}/done", status_code=303)
     if study.status == "closed":
         answered = assign.answered_count(session, rater)
         return message(request, "Study closed", f"This study has closed. Your {answered} answer"
