@@ -118,8 +118,17 @@ def load_state_dict_file(path: str | os.PathLike, *, what: str = "model",
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (pre-zip) format
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+        text = str(err)
+        if "Unsupported global" in text:
+            # Never fall back to full unpickling: that would run code from the file.
+            raise CheckpointReadError(
+                f"{what} weights at {path} hold Python objects besides tensors (a training state with "
+                f"optimizer or RNG states?), which are not unpickled for safety: use a weights file instead "
+                f"(a run's model.pt/ema.pt, or `rguide export-weights`)") from err
+        # torch's weights-only message is long and suggests unsafe loading; keep only its diagnosis.
+        reason = text[text.find("WeightsUnpickler error:"):] if "WeightsUnpickler error:" in text else text
         raise CheckpointReadError(f"{what} weights at {path} could not be read as a torch file "
-                                  f"(truncated download or not a checkpoint?): {err}") from err
+                                  f"(truncated download or not a checkpoint?): {' '.join(reason.split())[:300]}") from err
     return extract_state_dict(obj, str(path))
 
 

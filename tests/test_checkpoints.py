@@ -93,16 +93,28 @@ def test_missing_file_names_the_path_and_the_variable(tmp_path):
         load_weights(build(), tmp_path, what="x")
 
 
-@pytest.mark.parametrize("content, message", [(b"<html>404</html>", "could not be read as a torch file"),
-                                              (None, "is not a state dict")])
+@pytest.mark.parametrize("content, message", [("html", "could not be read as a torch file"),
+                                              ("truncated", "could not be read as a torch file"),
+                                              ("list", "is not a state dict")])
 def test_unreadable_or_foreign_files_are_refused_clearly(tmp_path, content, message):
     path = tmp_path / "w.pt"
-    if content is None:
-        torch.save([torch.zeros(1)], path)
+    if content == "html":
+        path.write_bytes(b"<html>404</html>")
+    elif content == "truncated":
+        torch.save(build().state_dict(), path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     else:
-        path.write_bytes(content)
+        torch.save([torch.zeros(1)], path)
     with pytest.raises(CheckpointReadError, match=message):
         load_weights(build(), path)
+
+
+def test_training_states_with_python_objects_are_not_unpickled(tmp_path):
+    import numpy as np
+
+    torch.save({"model": build().state_dict(), "rng": np.random.get_state()}, tmp_path / "state.pt")
+    with pytest.raises(CheckpointReadError, match="Python objects besides tensors"):
+        load_weights(build(), tmp_path / "state.pt", what="diffusion model")
 
 
 def test_wrapped_checkpoints_prefer_ema_then_model_then_state_dict(tmp_path):
