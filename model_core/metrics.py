@@ -193,9 +193,10 @@ def classify_accuracy(net: DigitFeatureNet, images: torch.Tensor, labels: torch.
     return float((preds == labels).double().mean())
 
 
-def save_feature_net(net: DigitFeatureNet, path: str | Path, info: dict) -> None:
-    torch.save({"config": net.config, "state_dict": {k: v.clone() for k, v in net.state_dict().items()},
-                "info": info}, path)
+def save_feature_net(net: DigitFeatureNet, path: str | Path, info: dict, dtype: torch.dtype = torch.float32) -> None:
+    """Config, weights (optionally stored in half precision to ship small) and training info in one file."""
+    state = {k: v.detach().to(dtype).clone() for k, v in net.state_dict().items()}
+    torch.save({"config": net.config, "state_dict": state, "info": info}, path)
 
 
 def load_feature_net(path: str | Path) -> DigitFeatureNet:

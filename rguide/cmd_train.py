@@ -79,6 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="weights file to write")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16"),
+                   help="storage precision of the weights (float16 halves the file)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_feature_net)
@@ -237,10 +239,20 @@ def run_feature_net(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     if test is None:
         raise CLIError("the feature network is evaluated on a held-out split; only --data mnist has one built in")
+    import torch
+
+    from model_core.metrics import classify_accuracy, load_feature_net
+
     net, info = train_feature_net(train, test, steps=args.steps, seed=args.seed, progress=not args.no_progress)
-    info.update({"data": train.describe(), "test_data": test.describe(), **environment()})
+    info.update({"data": train.describe(), "test_data": test.describe(), "dtype": args.dtype, **environment()})
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_feature_net(net, args.out, info)
+    dtype = getattr(torch, args.dtype)
+    save_feature_net(net, args.out, info, dtype)
+    if dtype != torch.float32:
+        # Record the accuracy of the weights as stored, not as trained.
+        info["test_accuracy_fp32"] = info["test_accuracy"]
+        info["test_accuracy"] = classify_accuracy(load_feature_net(args.out), test.images, test.labels)
+        save_feature_net(net, args.out, info, dtype)
     print(f"feature net: held-out accuracy {info['test_accuracy']:.4f} on {len(test)} images; wrote {args.out}")
     return 0
 

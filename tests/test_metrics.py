@@ -82,6 +82,19 @@ def test_digit_feature_net_roundtrip(tmp_path):
         load_feature_net(tmp_path / "nope.pt")
 
 
+def test_feature_net_stored_in_half_precision_loads_as_float32(tmp_path):
+    torch.manual_seed(0)
+    net = DigitFeatureNet(width=4, num_features=8)
+    save_feature_net(net, tmp_path / "half.pt", {}, torch.float16)
+    save_feature_net(net, tmp_path / "full.pt", {})
+    assert (tmp_path / "half.pt").stat().st_size < (tmp_path / "full.pt").stat().st_size
+    back = load_feature_net(tmp_path / "half.pt")
+    assert all(p.dtype == torch.float32 for p in back.parameters())
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    ref = extract_features(net, x)
+    assert torch.allclose(extract_features(back, x), ref, atol=1e-2 * float(ref.abs().max()))
+
+
 def test_inception_needs_a_user_given_file(tmp_path, monkeypatch):
     monkeypatch.delenv("RGUIDE_INCEPTION_WEIGHTS", raising=False)
     with pytest.raises(InceptionWeightsError, match="nothing is downloaded"):
