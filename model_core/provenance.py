@@ -47,5 +47,5 @@ def environment() -> dict[str, str]:
     import numpy
     import torch
 
-    return {"code_version": code_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+    return {"code_version": code_version(), "torch": str(torch.__version__), "numpy": numpy.__version__,
             "python": platform.python_version()}

@@ -85,7 +85,9 @@ def test_digit_feature_net_roundtrip(tmp_path):
 def test_feature_net_stored_in_half_precision_loads_as_float32(tmp_path):
     torch.manual_seed(0)
     net = DigitFeatureNet(width=4, num_features=8)
-    save_feature_net(net, tmp_path / "half.pt", {}, torch.float16)
+    from model_core.provenance import environment
+
+    save_feature_net(net, tmp_path / "half.pt", {**environment()}, torch.float16)  # loads with weights_only
     save_feature_net(net, tmp_path / "full.pt", {})
     assert (tmp_path / "half.pt").stat().st_size < (tmp_path / "full.pt").stat().st_size
     back = load_feature_net(tmp_path / "half.pt")
