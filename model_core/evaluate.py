@@ -87,7 +87,11 @@ def _rows(settings: EvalSettings, preset) -> list[tuple[str, float]]:
 
 
 def _row_key(pipe, settings: EvalSettings, method: str, scale: float, steps: str, sampler: str) -> str:
-    blob = json.dumps({"weights": pipe.sources, "labels_per_class": settings.per_class, "seed": settings.seed,
+    # Only the networks a row samples with: retraining one classifier keeps the
+    # other methods' cached rows.
+    used = ["diffusion"] + ([f"classifier:{method}"] if method != "none" else [])
+    weights = {name: pipe.sources[name] for name in used}
+    blob = json.dumps({"weights": weights, "labels_per_class": settings.per_class, "seed": settings.seed,
                        "method": method, "scale": scale, "steps": steps, "sampler": sampler}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
