@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from rguide.cli import CLIError
@@ -243,7 +244,9 @@ def run_feature_net(args: argparse.Namespace) -> int:
 
     from model_core.metrics import classify_accuracy, load_feature_net
 
+    started = time.monotonic()
     net, info = train_feature_net(train, test, steps=args.steps, seed=args.seed, progress=not args.no_progress)
+    info["wall_seconds"] = round(time.monotonic() - started, 1)
     info.update({"data": train.describe(), "test_data": test.describe(), "dtype": args.dtype, **environment()})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     dtype = getattr(torch, args.dtype)
