@@ -42,10 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None)
     p.add_argument("--classifiers", default=None, help="comma-separated (default: all of the preset's)")
     p.add_argument("--data", default=None, help="held-out data (default: the preset's training data, test split)")
-    p.add_argument("--attack", default="l2", choices=("l2", "linf"))
-    p.add_argument("--eps", type=float, default=0.5)
-    p.add_argument("--step-size", type=float, default=0.083)
-    p.add_argument("--attack-steps", type=int, default=7)
+    p.add_argument("--attack", default=None, choices=("l2", "linf"),
+                   help="threat model (default: the preset's robust training recipe, else the paper's l2)")
+    p.add_argument("--eps", type=float, default=None,
+                   help="attack radius (default: the preset's robust training radius, else the paper's 0.5)")
+    p.add_argument("--step-size", type=float, default=None, help="attack step (default: the recipe's, or eps/6 as in the paper when --eps is given)")
+    p.add_argument("--attack-steps", type=int, default=None, help="attack steps (default: the recipe's, else the paper's 7)")
     p.add_argument("--buckets", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
@@ -122,12 +124,12 @@ def run_evaluate_classifier(args: argparse.Namespace) -> int:
     missing = preset.missing_checkpoints(names)
     if missing:
         raise CLIError("; ".join(missing))
+    attack = attack_settings(preset, args)
     pipe = get_pipeline(preset.name, "cpu")
     process = {k: v for k, v in preset.diffusion["process"].items() if k != "learn_sigma"}
     results = {}
     for name in names:
-        res = evaluate_classifier(pipe.classifiers[name], ds, process, attack=args.attack, eps=args.eps,
-                                  step_size=args.step_size, attack_steps=args.attack_steps, buckets=args.buckets,
+        res = evaluate_classifier(pipe.classifiers[name], ds, process, **attack, buckets=args.buckets,
                                   seed=args.seed, progress=not args.no_progress)
         results[name] = res
     print(classifier_table(results))
@@ -137,6 +139,26 @@ def run_evaluate_classifier(args: argparse.Namespace) -> int:
                                        indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
+
+
+PAPER_ATTACK = {"attack": "l2", "eps": 0.5, "step_size": 0.083, "attack_steps": 7}
+
+
+def attack_settings(preset, args: argparse.Namespace) -> dict:
+    """Flags first, then the attack the preset's robust classifier was trained against, then the paper's.
+
+    Defaulting to the training radius makes the plain command test the
+    robustness the classifier was built for (the demo trains at a larger
+    radius than the paper's, see its model card).
+    """
+    recipe = preset.extra.get("training", {}).get("robust", {})
+    out = {}
+    for key in PAPER_ATTACK:
+        flag = getattr(args, key)
+        out[key] = flag if flag is not None else recipe.get(key, PAPER_ATTACK[key])
+    if args.eps is not None and args.step_size is None:
+        out["step_size"] = round(args.eps * PAPER_ATTACK["step_size"] / PAPER_ATTACK["eps"], 6)  # the paper's eps/6
+    return out
 
 
 def classifier_table(results: dict) -> str:

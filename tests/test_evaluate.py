@@ -83,3 +83,39 @@ def test_a_preset_without_real_data_says_what_to_pass(tmp_path, assets, capsys):
     assert main(["evaluate", "--preset", "tiny", "--per-class", "1", "--steps", "2", "--features", "digits",
                  "--feature-weights", str(assets / "feat.pt"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "--real" in capsys.readouterr().err
+
+
+def test_a_rows_cache_key_depends_only_on_the_networks_it_samples_with():
+    from types import SimpleNamespace
+
+    from model_core.evaluate import _row_key
+
+    settings = EvalSettings(preset="tiny", methods=["none"], scales=[1.0], per_class=2, seed=0)
+    old = SimpleNamespace(sources={"diffusion": "sha256:d", "classifier:vanilla": "sha256:v",
+                                   "classifier:robust": "sha256:r1"})
+    new = SimpleNamespace(sources={**old.sources, "classifier:robust": "sha256:r2"})
+    key = lambda pipe, method: _row_key(pipe, settings, method, 1.0, "10", "ddpm")
+    assert key(old, "none") == key(new, "none") and key(old, "vanilla") == key(new, "vanilla")
+    assert key(old, "robust") != key(new, "robust")
+    changed_unet = SimpleNamespace(sources={**old.sources, "diffusion": "sha256:d2"})
+    assert all(key(old, m) != key(changed_unet, m) for m in ("none", "vanilla", "robust"))
+
+
+@pytest.mark.parametrize("flags,expected", [
+    ({}, {"attack": "l2", "eps": 2.0, "step_size": 0.333, "attack_steps": 7}),           # the preset's recipe
+    ({"eps": 1.2}, {"attack": "l2", "eps": 1.2, "step_size": 0.1992, "attack_steps": 7}),  # paper's eps/6 step
+    ({"eps": 0.5, "step_size": 0.083}, {"attack": "l2", "eps": 0.5, "step_size": 0.083, "attack_steps": 7}),
+    ({"attack": "linf", "attack_steps": 3}, {"attack": "linf", "eps": 2.0, "step_size": 0.333, "attack_steps": 3}),
+])
+def test_evaluate_classifier_attacks_with_the_training_recipe_unless_told(flags, expected):
+    from types import SimpleNamespace
+
+    from rguide.cmd_evaluate import attack_settings
+
+    preset = SimpleNamespace(extra={"training": {"robust": {"attack": "l2", "eps": 2.0, "step_size": 0.333,
+                                                            "attack_steps": 7}}})
+    args = SimpleNamespace(**{"attack": None, "eps": None, "step_size": None, "attack_steps": None, **flags})
+    assert attack_settings(preset, args) == expected
+    paper = attack_settings(SimpleNamespace(extra={}), SimpleNamespace(attack=None, eps=None, step_size=None,
+                                                                       attack_steps=None))
+    assert paper == {"attack": "l2", "eps": 0.5, "step_size": 0.083, "attack_steps": 7}
