@@ -193,10 +193,21 @@ def classify_accuracy(net: DigitFeatureNet, images: torch.Tensor, labels: torch.
     return float((preds == labels).double().mean())
 
 
+def _stored_state(net: DigitFeatureNet, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    return {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).clone()
+            for k, v in net.state_dict().items()}
+
+
+def as_stored(net: DigitFeatureNet, dtype: torch.dtype) -> DigitFeatureNet:
+    """The float32 network that loading a file saved in ``dtype`` gives back, without the file."""
+    copy = DigitFeatureNet(**net.config)
+    copy.load_state_dict(_stored_state(net, dtype))
+    return copy.eval().requires_grad_(False)
+
+
 def save_feature_net(net: DigitFeatureNet, path: str | Path, info: dict, dtype: torch.dtype = torch.float32) -> None:
     """Config, weights (optionally stored in half precision to ship small) and training info in one file."""
-    state = {k: v.detach().to(dtype).clone() for k, v in net.state_dict().items()}
-    torch.save({"config": net.config, "state_dict": state, "info": info}, path)
+    torch.save({"config": net.config, "state_dict": _stored_state(net, dtype), "info": info}, path)
 
 
 def load_feature_net(path: str | Path) -> DigitFeatureNet:

@@ -5,7 +5,7 @@ import torch
 
 from model_core.inception import InceptionV3Features, InceptionWeightsError, load_inception
 from model_core.metrics import (DigitFeatureNet, as_model_images, extract_features, fid, knn_radii,
-                                load_feature_net, manifold_coverage, precision_recall, save_feature_net)
+                                as_stored, load_feature_net, manifold_coverage, precision_recall, save_feature_net)
 
 
 def pts(*xy):
@@ -95,6 +95,7 @@ def test_feature_net_stored_in_half_precision_loads_as_float32(tmp_path):
     x = torch.rand(3, 1, 28, 28) * 2 - 1
     ref = extract_features(net, x)
     assert torch.allclose(extract_features(back, x), ref, atol=1e-2 * float(ref.abs().max()))
+    assert torch.equal(extract_features(as_stored(net, torch.float16), x), extract_features(back, x))
 
 
 def test_inception_needs_a_user_given_file(tmp_path, monkeypatch):

@@ -84,3 +84,21 @@ def test_train_cli_refuses_another_config_in_a_used_directory(tmp_path, tiny_npz
     assert main(base) == 0
     assert main(base + ["--weight-decay", "0.1"]) == 2
     assert "different run" in capsys.readouterr().err
+
+
+def test_train_feature_net_cli_records_the_accuracy_of_the_weights_as_stored(tmp_path, capsys):
+    import torch
+
+    from model_core.data import load_mnist
+    from model_core.metrics import classify_accuracy, load_feature_net
+
+    out = tmp_path / "features.pt"
+    assert main(["train-feature-net", "--data", "mnist", "--steps", "3", "--dtype", "float16", "--threads", "1",
+                 "--out", str(out), "--no-progress"]) == 0
+    blob = torch.load(out, map_location="cpu", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in blob["state_dict"].values() if v.is_floating_point())
+    info = blob["info"]
+    assert {"test_accuracy_fp32", "wall_seconds", "code_version", "torch"} <= set(info) and info["dtype"] == "float16"
+    test = load_mnist("test")
+    assert info["test_accuracy"] == classify_accuracy(load_feature_net(out), test.images, test.labels)
+    assert f"held-out accuracy {info['test_accuracy']:.4f}" in capsys.readouterr().out
