@@ -8,8 +8,9 @@
 #
 # The bundled weights were trained with one CPU thread per run (two runs side
 # by side on a 2-core machine). CPU kernels are deterministic for a fixed
-# thread count, so RGUIDE_THREADS=1 (the default) reproduces them bit for bit;
-# more threads is faster and agrees only to float tolerance.
+# thread count, so RGUIDE_THREADS=1 (the default) should reproduce the weights
+# bit for bit (the files also record code versions and paths, so their sha256
+# differs); more threads is faster and agrees only to float tolerance.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs/demo}
