@@ -23,8 +23,8 @@ import time
 import torch
 
 from model_core.diffusion import create_diffusion
-from model_core.sampling import Trajectory, sample
-from model_core.unet import classifier_from_config, unet_from_config
+from model_core.sampling.loop import Trajectory, sample
+from model_core.models.adm import classifier_from_config, unet_from_config
 
 UNET = dict(image_size=32, in_channels=3, num_classes=10, num_channels=64, num_res_blocks=2, channel_mult="1,2,2",
             learn_sigma=True, class_cond=True, attention_resolutions="16,8", num_heads=4, num_head_channels=-1,

@@ -2,7 +2,7 @@
 
 The official ADM files (``128x128_diffusion.pt``, ``128x128_classifier.pt``)
 and the robust classifier of Kawar et al. are plain state dicts whose keys and
-shapes match :mod:`model_core.unet` one to one, so nothing is renamed here:
+shapes match :mod:`model_core.models.adm` one to one, so nothing is renamed here:
 a file either fits the architecture exactly or is refused with the list of
 differences.
 

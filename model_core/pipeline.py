@@ -18,9 +18,9 @@ from model_core.diffusion import GaussianDiffusion, create_diffusion
 from model_core.images import to_uint8
 from model_core.presets import Preset, get_preset
 from model_core.provenance import environment, file_sha256
-from model_core.sampling import StepCallback, Trajectory, sample
+from model_core.sampling.loop import StepCallback, Trajectory, sample
 from model_core.steps import parse_steps
-from model_core.unet import classifier_from_config, unet_from_config
+from model_core.models.adm import classifier_from_config, unet_from_config
 
 PAIR_METHODS = ("robust", "vanilla")
 

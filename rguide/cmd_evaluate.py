@@ -66,7 +66,7 @@ def _floats(text: str, flag: str) -> list[float]:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from model_core.evaluate import EvalSettings, run_evaluation
+    from model_core.evaluation.quality import EvalSettings, run_evaluation
     from model_core.presets import get_preset
 
     try:
@@ -101,7 +101,7 @@ def run_evaluate_classifier(args: argparse.Namespace) -> int:
     from model_core.data import DatasetError, load_dataset
     from model_core.pipeline import get_pipeline
     from model_core.presets import get_preset
-    from model_core.train_classifier import evaluate_classifier
+    from model_core.robustness.evaluate import evaluate_classifier
 
     try:
         preset = get_preset(args.preset)

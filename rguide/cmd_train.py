@@ -155,7 +155,7 @@ def _finish(result, out: Path, what: str) -> int:
 
 
 def run_classifier(args: argparse.Namespace) -> int:
-    from model_core.train_classifier import DEFAULT_PROCESS, ClassifierTrainConfig, train_classifier
+    from model_core.training.classifier import DEFAULT_PROCESS, ClassifierTrainConfig, train_classifier
 
     preset = _preset(args)
     model_cfg = _read_json(args.model_config, "--model-config")
@@ -189,7 +189,7 @@ def run_classifier(args: argparse.Namespace) -> int:
 
 
 def run_diffusion(args: argparse.Namespace) -> int:
-    from model_core.train_diffusion import DiffusionTrainConfig, train_diffusion
+    from model_core.training.diffusion import DiffusionTrainConfig, train_diffusion
 
     preset = _preset(args)
     model_cfg = _read_json(args.model_config, "--model-config")
@@ -219,7 +219,7 @@ def run_diffusion(args: argparse.Namespace) -> int:
 
 def _train(fn, cfg, args):
     from model_core.data import DatasetError
-    from model_core.training import RunConfigMismatch
+    from model_core.training.loop import RunConfigMismatch
 
     try:
         return fn(cfg, args.out, max_minutes=args.max_minutes, progress=not args.no_progress, device=args.device)
@@ -229,7 +229,8 @@ def _train(fn, cfg, args):
 
 def run_feature_net(args: argparse.Namespace) -> int:
     from model_core.data import DatasetError, load_dataset
-    from model_core.metrics import save_feature_net, train_feature_net
+    from model_core.models.feature_net import save_feature_net
+    from model_core.training.feature_net import train_feature_net
     from model_core.provenance import environment
 
     _threads(args)
@@ -242,7 +243,7 @@ def run_feature_net(args: argparse.Namespace) -> int:
         raise CLIError("the feature network is evaluated on a held-out split; only --data mnist has one built in")
     import torch
 
-    from model_core.metrics import as_stored, classify_accuracy
+    from model_core.models.feature_net import as_stored, classify_accuracy
 
     started = time.monotonic()
     net, info = train_feature_net(train, test, steps=args.steps, seed=args.seed, progress=not args.no_progress)
@@ -260,7 +261,7 @@ def run_feature_net(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from model_core.training import export_run_weights
+    from model_core.training.loop import export_run_weights
 
     try:
         meta = export_run_weights(args.run, args.out, args.which, args.dtype)

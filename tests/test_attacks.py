@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model_core.attacks import AttackResult, eval_mode, pgd_targeted, pgd_untargeted, project
+from model_core.robustness.attacks import AttackResult, eval_mode, pgd_targeted, pgd_untargeted, project
 
 
 class TinyTimeClassifier(torch.nn.Module):

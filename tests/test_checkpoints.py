@@ -12,7 +12,7 @@ from model_core.checkpoints import (
     read_metadata,
     save_weights,
 )
-from model_core.unet import classifier_from_config, unet_from_config
+from model_core.models.adm import classifier_from_config, unet_from_config
 
 CLASSIFIER = dict(image_size=8, num_classes=4, classifier_width=32, classifier_depth=1, channel_mult="1,2",
                   classifier_attention_resolutions="4", num_head_channels=32)

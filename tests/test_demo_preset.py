@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from model_core.data import load_mnist
-from model_core.metrics import classify_accuracy, load_feature_net
+from model_core.models.feature_net import classify_accuracy, load_feature_net
 from model_core.presets import WEIGHTS_DIR, default_preset_name, get_preset
 from model_core.provenance import file_sha256
 
@@ -67,7 +67,7 @@ def test_demo_weights_load_and_a_guided_sample_runs(pipe):
 def test_demo_samples_are_the_requested_digits(pipe):
     """The feature CNN (98% on held-out digits) must read most 100-step samples as the requested class."""
     from model_core.images import to_uint8
-    from model_core.sampling import Trajectory
+    from model_core.sampling.loop import Trajectory
 
     net = load_feature_net(DEMO_DIR / "features.pt")
     labels = list(range(10)) * 2
@@ -85,7 +85,7 @@ def test_demo_samples_are_the_requested_digits(pipe):
 @pytest.mark.slow
 def test_robust_classifier_is_more_robust_than_vanilla(pipe):
     """Same noisy held-out digits, same L2 PGD (the demo's training radius, eps 2.0, 7 steps of eps/6)."""
-    from model_core.train_classifier import evaluate_classifier
+    from model_core.robustness.evaluate import evaluate_classifier
 
     preset = get_preset("demo")
     attack = preset.extra["training"]["robust"]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from model_core.evaluate import EvalSettings, run_evaluation
-from model_core.metrics import DigitFeatureNet, save_feature_net
+from model_core.evaluation.quality import EvalSettings, run_evaluation
+from model_core.models.feature_net import DigitFeatureNet, save_feature_net
 from rguide.cli import main
 
 
@@ -88,7 +88,7 @@ def test_a_preset_without_real_data_says_what_to_pass(tmp_path, assets, capsys):
 def test_a_rows_cache_key_depends_only_on_the_networks_it_samples_with():
     from types import SimpleNamespace
 
-    from model_core.evaluate import _row_key
+    from model_core.evaluation.quality import _row_key
 
     settings = EvalSettings(preset="tiny", methods=["none"], scales=[1.0], per_class=2, seed=0)
     old = SimpleNamespace(sources={"diffusion": "sha256:d", "classifier:vanilla": "sha256:v",

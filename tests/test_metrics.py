@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from model_core.inception import InceptionV3Features, InceptionWeightsError, load_inception
-from model_core.metrics import (DigitFeatureNet, as_model_images, extract_features, fid, knn_radii,
-                                as_stored, load_feature_net, manifold_coverage, precision_recall, save_feature_net)
+from model_core.models.inception import InceptionV3Features, InceptionWeightsError, load_inception
+from model_core.evaluation.metrics import as_model_images, extract_features, fid, knn_radii, manifold_coverage, precision_recall
+from model_core.models.feature_net import DigitFeatureNet, as_stored, load_feature_net, save_feature_net
 
 
 def pts(*xy):

@@ -9,7 +9,7 @@ from PIL import Image
 
 from model_core.images import read_png_metadata
 from model_core.pipeline import get_pipeline
-from model_core.sampling import Trajectory
+from model_core.sampling.loop import Trajectory
 from rguide.cli import main
 
 

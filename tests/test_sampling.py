@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from model_core.diffusion import create_diffusion
-from model_core.guidance import log_prob_grad
-from model_core.sampling import SamplingCancelled, Trajectory, sample
+from model_core.sampling.guidance import log_prob_grad
+from model_core.sampling.loop import SamplingCancelled, Trajectory, sample
 
 SHAPE = (1, 3, 3)
 NCLS = 3

@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from model_core.data import ImageDataset
-from model_core.train_classifier import ClassifierTrainConfig, bucket_edges, evaluate_classifier, train_classifier
-from model_core.train_diffusion import DiffusionTrainConfig, train_diffusion
-from model_core.training import EMA, RunConfigMismatch, linear_lr, step_generator
+from model_core.diffusion.buckets import bucket_edges
+from model_core.robustness.evaluate import evaluate_classifier
+from model_core.training.classifier import ClassifierTrainConfig, train_classifier
+from model_core.training.diffusion import DiffusionTrainConfig, train_diffusion
+from model_core.training.loop import EMA, RunConfigMismatch, linear_lr, step_generator
 
 TINY_CLASSIFIER = {
     "image_size": 8, "in_channels": 1, "num_classes": 2, "classifier_width": 32, "classifier_depth": 1,
@@ -160,7 +162,7 @@ def test_a_few_steps_lower_a_tiny_classifiers_loss(tmp_path):
     ds = tiny_data(128)
     process = {"diffusion_steps": 100, "noise_schedule": "linear"}
     cfg = clf_cfg(total_steps=40, lr_start=3e-3, lr_end=1e-3, process=process, batch_size=32)
-    from model_core.train_classifier import build_classifier
+    from model_core.training.classifier import build_classifier
     torch.manual_seed(cfg.seed)
     untrained = build_classifier(TINY_CLASSIFIER)
     before = evaluate_classifier(untrained, ds, process, eps=0.5, attack_steps=1, buckets=2, progress=False)

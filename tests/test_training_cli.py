@@ -90,7 +90,7 @@ def test_train_feature_net_cli_records_the_accuracy_of_the_weights_as_stored(tmp
     import torch
 
     from model_core.data import load_mnist
-    from model_core.metrics import classify_accuracy, load_feature_net
+    from model_core.models.feature_net import classify_accuracy, load_feature_net
 
     out = tmp_path / "features.pt"
     assert main(["train-feature-net", "--data", "mnist", "--steps", "3", "--dtype", "float16", "--threads", "1",

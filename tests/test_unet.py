@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from model_core.checkpoints import load_weights, save_weights
-from model_core.nn import CONV_TYPES, GroupNorm32, timestep_embedding
-from model_core.unet import (
+from model_core.models.nn import CONV_TYPES, GroupNorm32, timestep_embedding
+from model_core.models.adm import (
     AttentionBlock,
     AttentionPool2d,
     ResBlock,

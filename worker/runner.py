@@ -94,7 +94,7 @@ def _run_batch(settings: Settings, Session, batch: list[Job], owner: str) -> str
     from model_core.images import encode_png, to_uint8
     from model_core.pipeline import get_pipeline
     from model_core.presets import get_preset
-    from model_core.sampling import SamplingCancelled, Trajectory
+    from model_core.sampling.loop import SamplingCancelled, Trajectory
 
     leader = batch[0]
     ids = [j.id for j in batch]

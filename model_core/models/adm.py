@@ -11,7 +11,7 @@ renaming. Two things matter beyond shapes and are easy to get wrong:
   rows are ``q|k|v`` next to each other) unless ``use_new_attention_order``;
   the classifier's attention pooling always uses the *new* layout (``q``, ``k``
   and ``v`` first, heads within each);
-* the timestep embedding is ``[cos | sin]`` (see :mod:`model_core.nn`).
+* the timestep embedding is ``[cos | sin]`` (see :mod:`model_core.models.nn`).
 
 ``create_unet`` / ``create_classifier`` take the flags of ADM's
 ``script_util`` (so presets are plain JSON dicts); ``attention_resolutions``
@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from model_core.nn import (
+from model_core.models.nn import (
     avg_pool_nd,
     conv_nd,
     convert_module_to_f16,

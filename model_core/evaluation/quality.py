@@ -102,7 +102,7 @@ def run_evaluation(settings: EvalSettings, out: str | Path, *, device: str | Non
 
     from model_core.data import load_dataset
     from model_core.images import grid, save_png
-    from model_core.metrics import extract_features, load_extractor, quality_metrics
+    from model_core.evaluation.metrics import extract_features, load_extractor, quality_metrics
     from model_core.pipeline import get_pipeline
     from model_core.presets import get_preset
     from model_core.steps import parse_steps

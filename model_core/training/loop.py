@@ -350,3 +350,14 @@ def export_run_weights(run_dir: str | os.PathLike, out: str | os.PathLike, which
             "sha256": file_sha256(out), "run": info}
     atomic_json(out.with_suffix(out.suffix + ".json"), meta)
     return meta
+
+
+def save_weights_from_state(state: dict, model: torch.nn.Module, path: Path, metadata: dict) -> None:
+    """Export a state dict (e.g. EMA weights) through ``checkpoints.save_weights`` via a copy of the model."""
+    import copy
+
+    from model_core.checkpoints import save_weights
+
+    clone = copy.deepcopy(model)
+    clone.load_state_dict(state)
+    save_weights(clone, path, metadata=metadata)

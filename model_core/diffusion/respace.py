@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_core.diffusion import GaussianDiffusion
+from model_core.diffusion.process import GaussianDiffusion
 from model_core.steps import parse_steps
 
 

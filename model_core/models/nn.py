@@ -1,4 +1,4 @@
-"""Primitive layers and helpers shared by the ADM-style networks in :mod:`model_core.unet`.
+"""Primitive layers and helpers shared by the ADM-style networks in :mod:`model_core.models.adm`.
 
 These follow the conventions of the public guided-diffusion code wherever a
 convention changes numbers or state-dict layout: the sinusoidal embedding is

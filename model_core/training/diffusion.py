@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from model_core.data import ImageDataset, augment, batch_indices, load_dataset
-from model_core.train_classifier import bucket_edges, bucket_stats, save_weights_from_state
-from model_core.training import (EMA, LoopResult, RunDir, count_parameters, linear_lr, mean_of, run_info, run_loop,
-                                 seed_everything, step_generator)
+from model_core.diffusion.buckets import bucket_edges, bucket_stats
+from model_core.training.loop import (EMA, LoopResult, RunDir, count_parameters, linear_lr, mean_of, run_info, run_loop,
+                                      save_weights_from_state, seed_everything, step_generator)
 
 
 @dataclass
@@ -56,7 +56,7 @@ class DiffusionTrainConfig:
 
 
 def build_unet(model_cfg: dict) -> torch.nn.Module:
-    from model_core.unet import unet_from_config
+    from model_core.models.adm import unet_from_config
 
     return unet_from_config(model_cfg)
 

@@ -17,8 +17,8 @@ from typing import Callable, Mapping
 
 import torch
 
-from model_core.diffusion import GaussianDiffusion, _gather
-from model_core.guidance import guided_eps, guided_mean, log_prob_grad
+from model_core.diffusion.process import GaussianDiffusion, _gather
+from model_core.sampling.guidance import guided_eps, guided_mean, log_prob_grad
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 

@@ -21,10 +21,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from model_core.attacks import NORMS, pgd_untargeted
+from model_core.robustness.attacks import NORMS, pgd_untargeted
 from model_core.data import ImageDataset, augment, batch_indices, load_dataset
-from model_core.training import (EMA, LoopResult, RunDir, count_parameters, linear_lr, mean_of, run_info, run_loop,
-                                 seed_everything, state_dict_fp32, step_generator)
+from model_core.diffusion.buckets import bucket_edges, bucket_stats
+from model_core.training.loop import (EMA, LoopResult, RunDir, count_parameters, linear_lr, mean_of, run_info, run_loop,
+                                      save_weights_from_state, seed_everything, step_generator)
 
 DEFAULT_PROCESS = {"diffusion_steps": 1000, "noise_schedule": "linear"}
 
@@ -68,29 +69,6 @@ class ClassifierTrainConfig:
         return asdict(self)
 
 
-def bucket_edges(num_timesteps: int, buckets: int) -> list[tuple[int, int]]:
-    """Equal-width timestep ranges [lo, hi), e.g. 0-249, 250-499, ... for T=1000 and 4 buckets."""
-    bounds = [round(i * num_timesteps / buckets) for i in range(buckets + 1)]
-    return [(bounds[i], bounds[i + 1]) for i in range(buckets)]
-
-
-def bucket_name(lo: int, hi: int) -> str:
-    return f"{lo}-{hi - 1}"
-
-
-def bucket_stats(t: torch.Tensor, edges: list[tuple[int, int]], values: dict[str, torch.Tensor]) -> dict:
-    """Per bucket: the count and the mean of each per-sample value."""
-    out = {}
-    for lo, hi in edges:
-        mask = (t >= lo) & (t < hi)
-        n = int(mask.sum())
-        entry: dict[str, Any] = {"n": n}
-        for key, v in values.items():
-            entry[key] = float(v[mask].float().mean()) if n else None
-        out[bucket_name(lo, hi)] = entry
-    return out
-
-
 def _load_data(cfg: ClassifierTrainConfig, split: str) -> ImageDataset:
     m = cfg.model
     return load_dataset(cfg.data, split=split, holdout=cfg.holdout, image_size=int(m["image_size"]),
@@ -108,7 +86,7 @@ def _check_data_fits(ds: ImageDataset, cfg: ClassifierTrainConfig) -> None:
 
 
 def build_classifier(model_cfg: dict) -> torch.nn.Module:
-    from model_core.unet import classifier_from_config
+    from model_core.models.adm import classifier_from_config
 
     return classifier_from_config(model_cfg)
 
@@ -188,61 +166,3 @@ def train_classifier(cfg: ClassifierTrainConfig, out: str | Path, *, max_minutes
                     lr_fn=lambda s: linear_lr(s, cfg.total_steps, cfg.lr_start, cfg.lr_end), export_fn=export,
                     ckpt_every=cfg.ckpt_every, max_minutes=max_minutes, progress=progress,
                     desc="robust classifier" if cfg.robust else "vanilla classifier", postfix_fn=postfix, stop_at=stop_at)
-
-
-def save_weights_from_state(state: dict, model: torch.nn.Module, path: Path, metadata: dict) -> None:
-    """Export a state dict (e.g. EMA weights) through ``checkpoints.save_weights`` via a copy of the model."""
-    import copy
-
-    from model_core.checkpoints import save_weights
-
-    clone = copy.deepcopy(model)
-    clone.load_state_dict(state)
-    save_weights(clone, path, metadata=metadata)
-
-
-@torch.no_grad()
-def evaluate_classifier(model: torch.nn.Module, ds: ImageDataset, process: dict, *, attack: str = "l2",
-                        eps: float = 0.5, step_size: float = 0.083, attack_steps: int = 7, buckets: int = 4,
-                        seed: int = 0, batch_size: int = 250, device: str = "cpu", progress: bool = True) -> dict:
-    """Clean and PGD accuracy on noisy held-out images, per timestep bucket.
-
-    Every image is evaluated once per bucket at a timestep drawn uniformly
-    inside the bucket, with noise and timesteps from ``seed``, so two
-    classifiers evaluated with the same seed see identical x_t.
-    """
-    from tqdm import tqdm
-
-    from model_core.diffusion import create_diffusion
-
-    diffusion = create_diffusion(process)
-    edges = bucket_edges(diffusion.num_timesteps, buckets)
-    model = model.to(device).eval()
-    gen = torch.Generator().manual_seed(seed)
-    n = len(ds)
-    results: dict[str, Any] = {}
-    tot_clean = tot_adv = tot_n = 0
-    bar = tqdm(total=len(edges) * n, desc="evaluating", unit="img", disable=not progress)
-    for lo, hi in edges:
-        t_all = torch.randint(lo, hi, (n,), generator=gen)
-        noise_all = torch.randn(ds.images.shape, generator=gen)
-        clean = adv = steps_used = 0
-        for i in range(0, n, batch_size):
-            x0 = ds.images[i:i + batch_size].to(device)
-            y = ds.labels[i:i + batch_size].to(device)
-            t = t_all[i:i + batch_size].to(device)
-            x_t = diffusion.q_sample(x0, t, noise_all[i:i + batch_size].to(device))
-            res = pgd_untargeted(model, x_t, t, y, norm=attack, eps=eps, step_size=step_size, steps=attack_steps)
-            clean += int(res.clean_correct.sum())
-            adv += int(res.adv_correct.sum())
-            steps_used += int(res.steps_used.sum())
-            bar.update(len(y))
-        results[bucket_name(lo, hi)] = {"n": n, "clean_acc": clean / n, "adv_acc": adv / n,
-                                        "mean_attack_steps": steps_used / n}
-        tot_clean += clean
-        tot_adv += adv
-        tot_n += n
-    bar.close()
-    return {"clean_acc": tot_clean / tot_n, "adv_acc": tot_adv / tot_n, "buckets": results,
-            "attack": {"norm": attack, "eps": eps, "step_size": step_size, "steps": attack_steps,
-                       "early_stop": True}, "seed": seed, "data": ds.describe()}

@@ -1,0 +1,2 @@
+"""Network architectures: the ADM UNet and encoder classifier (``adm``, on the blocks of ``nn``),
+Inception-V3 pool features (``inception``) and the digit feature CNN (``feature_net``)."""
