@@ -4,12 +4,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+
+from model_core.sampling import registry as samplers
 
 Label = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)] | Annotated[str, StringConstraints(max_length=200)]
 Scale = Annotated[float, Field(allow_inf_nan=False, description="positive guidance scale")]
 StepsSpec = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)] | Annotated[str, StringConstraints(max_length=64)]
 Status = Literal["queued", "running", "succeeded", "failed", "canceled"]
+
+
+def _registered_sampler(name: str) -> str:
+    samplers.get(name)  # ValueError naming the registered samplers -> 422 at this field
+    return name
+
+
+# The enum is read from the registry when the OpenAPI document is built, not at import,
+# so a sampler registered before the app starts is offered like the built-in ones.
+SamplerName = Annotated[str, StringConstraints(max_length=32), AfterValidator(_registered_sampler),
+                        Field(json_schema_extra=lambda schema: schema.update(enum=list(samplers.names())))]
 
 
 class GenerationRequest(BaseModel):
@@ -33,8 +46,7 @@ class GenerationRequest(BaseModel):
         None, description="respacing: 250, '250', 'ddim50' or '10,15,20'; default: the preset's")
     seed: Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)] | None = Field(
         None, description="image i uses seed + i; default: chosen at random and reported")
-    sampler: Literal["ddpm", "ddim"] | None = Field(None, description="default: 'ddim' for 'ddimN' steps, "
-                                                                      "else the preset's")
+    sampler: SamplerName | None = Field(None, description="default: 'ddim' for 'ddimN' steps, else the preset's")
 
 
 class PairLink(BaseModel):
@@ -111,6 +123,12 @@ class ClassOut(BaseModel):
     name: str
 
 
+class ArmOut(BaseModel):
+    name: str
+    method: str
+    scale: float
+
+
 class PresetOut(BaseModel):
     name: str
     description: str
@@ -120,6 +138,8 @@ class PresetOut(BaseModel):
     classes: list[ClassOut]
     guidance_methods: list[str]
     default_scales: dict[str, float]
+    arms: list[ArmOut] = Field(description="named (method, scale) settings of the preset")
+    comparison: list[str] = Field(description="the two arms that guidance 'pair' samples, seed-matched")
     max_scale: float
     default_steps: str
     default_sampler: str

@@ -19,13 +19,14 @@ so half-precision files load into float32 models and the reverse.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
 from pathlib import Path
 
 import torch
+
+from model_core.files import atomic_write, atomic_write_text, sha256_file
 
 __all__ = ["CheckpointNotFoundError", "CheckpointMismatchError", "CheckpointReadError", "WRAPPER_KEYS",
            "extract_state_dict", "check_compatible", "load_state_dict_file", "load_weights", "save_weights",
@@ -150,14 +151,6 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike, *, what: str =
     return model
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Write the model's state dict as a plain dict of CPU tensors, atomically.
 
@@ -169,18 +162,13 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda p: torch.save(state, p))
     if metadata is not None:
         meta = dict(metadata)
-        meta["weights_file"] = {"name": path.name, "sha256": _sha256(path), "tensors": len(state),
+        meta["weights_file"] = {"name": path.name, "sha256": sha256_file(path), "tensors": len(state),
                                 "parameters": sum(p.numel() for p in model.parameters()),
                                 "torch": torch.__version__}
-        side = path.with_name(path.name + ".json")
-        tmp = side.with_name(f".{side.name}.tmp")
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, side)
+        atomic_write_text(path.with_name(path.name + ".json"), json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return path
 
 

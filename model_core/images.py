@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from model_core.files import atomic_write_bytes
+
 
 def to_uint8(x) -> np.ndarray:
     """(N, C, H, W) or (C, H, W) floats in [-1, 1] -> (N, H, W, C) / (H, W, C) uint8.
@@ -48,12 +50,7 @@ def encode_png(array: np.ndarray, metadata: dict | None = None) -> bytes:
 
 def save_png(array: np.ndarray, path: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Write atomically: a crash never leaves a truncated PNG behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(encode_png(array, metadata))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, encode_png(array, metadata))
 
 
 def read_png_metadata(path: str | os.PathLike) -> dict[str, str]:

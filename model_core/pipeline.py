@@ -5,15 +5,14 @@ worker loads each preset once and keeps it.
 """
 from __future__ import annotations
 
-import os
 import threading
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from model_core import settings
 from model_core.diffusion import GaussianDiffusion, create_diffusion
 from model_core.images import to_uint8
 from model_core.presets import Preset, get_preset
@@ -22,11 +21,8 @@ from model_core.sampling.loop import StepCallback, Trajectory, sample
 from model_core.steps import parse_steps
 from model_core.models.adm import classifier_from_config, unet_from_config
 
-PAIR_METHODS = ("robust", "vanilla")
-
-
 def default_device() -> str:
-    return os.environ.get("RGUIDE_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return settings.device() or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _build(builder: Callable[[dict], torch.nn.Module], cfg: dict, weights, device: str) -> tuple[torch.nn.Module, str]:
@@ -55,18 +51,11 @@ def _build(builder: Callable[[dict], torch.nn.Module], cfg: dict, weights, devic
     return model, source
 
 
-@dataclass
-class SampleRequest:
-    """Settings shared by one batch; labels/seeds/methods/scales vary per trajectory."""
-    steps: str
-    sampler: str
-
-
 class Pipeline:
     def __init__(self, preset: Preset, device: str | None = None, max_batch: int | None = None):
         self.preset = preset
         self.device = device or default_device()
-        self.max_batch = int(max_batch or os.environ.get("RGUIDE_MAX_BATCH", 64))
+        self.max_batch = int(max_batch or settings.max_batch())
         problems = preset.missing_checkpoints()
         if problems:
             raise FileNotFoundError("; ".join(problems))
@@ -129,15 +118,16 @@ class Pipeline:
     def sample_pair(self, labels: list[int], seeds: list[int], scales: dict[str, float] | None = None,
                     steps: str | int | None = None, sampler: str | None = None,
                     callback: StepCallback | None = None) -> dict[str, list[np.ndarray]]:
-        """Seed-matched robust/vanilla images: one batch of 2B, shared x_T and noise."""
+        """The preset's comparison (robust/vanilla) seed-matched: one batch of 2B, shared x_T and noise."""
         if len(labels) != len(seeds):
             raise ValueError(f"{len(labels)} labels but {len(seeds)} seeds")
-        scales = scales or {}
+        scales = {**self.preset.comparison_scales(), **(scales or {})}
+        methods = self.preset.pair_methods
         trs = [Trajectory(int(y), int(seed), m, self.preset.scale_for(m, scales.get(m)))
-               for m in PAIR_METHODS for y, seed in zip(labels, seeds)]
+               for m in methods for y, seed in zip(labels, seeds)]
         images = list(to_uint8(self.sample_trajectories(trs, steps, sampler, callback)))
         n = len(labels)
-        return {m: images[i * n:(i + 1) * n] for i, m in enumerate(PAIR_METHODS)}
+        return {m: images[i * n:(i + 1) * n] for i, m in enumerate(methods)}
 
 
 _pipelines: dict[tuple[str, str], Pipeline] = {}

@@ -8,7 +8,12 @@ so the API can validate requests against them at the edge. A preset names
 * ``classifiers``: one entry per guidance method (at least ``vanilla`` and
   ``robust``), each an architecture plus weights;
 * image size, channels, class names, default guidance scales, default
-  respacing and sampler.
+  respacing and sampler;
+* ``arms``: named (method, scale) settings a study or a comparison can use,
+  and ``comparison``: the two arms that ``guidance: "pair"`` samples as a
+  seed-matched pair (the paper's robust 1.0 against vanilla 0.5 for
+  ``imagenet128``). Without ``arms``, each classifier is an arm at its
+  default scale; without ``comparison``, it is robust against vanilla.
 
 Where weights live (``checkpoint``): the environment variable named by
 ``env`` wins when set; otherwise ``path``, where ``bundled:REL`` means a file
@@ -20,19 +25,36 @@ initialisation (the ``tiny`` test preset).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from model_core import settings
 
 PRESET_DIR = Path(__file__).resolve().parent / "data" / "presets"
 DATA_DIR = Path(__file__).resolve().parent / "data"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
+PAIR = "pair"  # the guidance value that means "the preset's comparison"
+NO_GUIDANCE = "none"
+DEFAULT_COMPARISON = ("robust", "vanilla")
+
+
 class UnknownPresetError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One setting of guidance: a method of the preset and its scale (0 for ``none``)."""
+    name: str
+    method: str
+    scale: float
+
+    def to_public_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "method": self.method, "scale": self.scale}
 
 
 @dataclass(frozen=True)
@@ -44,8 +66,8 @@ class WeightsSpec:
 
     def resolve(self) -> Path | None:
         """The file to load, or None for a seeded random initialisation."""
-        if self.env and os.environ.get(self.env):
-            return Path(os.environ[self.env]).expanduser()
+        if self.env and settings.env(self.env):
+            return settings.env_path(self.env)
         if self.path is None:
             return None
         if self.path.startswith("bundled:"):
@@ -53,7 +75,7 @@ class WeightsSpec:
         p = Path(self.path).expanduser()
         if p.is_absolute():
             return p
-        return Path(os.environ.get("RGUIDE_CHECKPOINT_DIR", "checkpoints")).expanduser() / p
+        return settings.checkpoint_dir() / p
 
     def problem(self) -> str | None:
         path = self.resolve()
@@ -79,10 +101,34 @@ class Preset:
     clip_denoised: bool = True
     max_scale: float = 100.0
     extra: dict[str, Any] = field(default_factory=dict)
+    arms: dict[str, Arm] = field(default_factory=dict)
+    comparison: tuple[str, str] = DEFAULT_COMPARISON
 
     @property
     def methods(self) -> tuple[str, ...]:
-        return ("none",) + tuple(self.classifiers)
+        return (NO_GUIDANCE,) + tuple(self.classifiers)
+
+    @property
+    def guidance_choices(self) -> tuple[str, ...]:
+        """What a generation request's ``guidance`` may say: a method, or ``pair``."""
+        return self.methods + (PAIR,)
+
+    @property
+    def pair_methods(self) -> tuple[str, ...]:
+        """The methods of the comparison's two arms, in sampling order."""
+        return tuple(self.arms[name].method for name in self.comparison)
+
+    def methods_for(self, guidance: str) -> tuple[str, ...]:
+        """The methods a request with this ``guidance`` samples: the comparison's for ``pair``."""
+        if guidance == PAIR:
+            return self.pair_methods
+        if guidance not in self.methods:
+            raise ValueError(f"guidance {guidance!r} is not one of {', '.join(self.guidance_choices)}")
+        return (guidance,)
+
+    def comparison_scales(self) -> dict[str, float]:
+        """Method -> scale of the comparison's arms."""
+        return {self.arms[name].method: self.arms[name].scale for name in self.comparison}
 
     def weights(self) -> dict[str, WeightsSpec]:
         """Role -> weights spec; roles are "diffusion" and "classifier:<method>"."""
@@ -138,8 +184,10 @@ class Preset:
             "channels": self.in_channels,
             "num_classes": self.num_classes,
             "classes": [{"index": i, "name": n} for i, n in enumerate(self.class_names)],
-            "guidance_methods": list(self.methods) + ["pair"],
+            "guidance_methods": list(self.guidance_choices),
             "default_scales": dict(self.default_scales),
+            "arms": [arm.to_public_dict() for arm in self.arms.values()],
+            "comparison": list(self.comparison),
             "max_scale": self.max_scale,
             "default_steps": self.default_steps,
             "default_sampler": self.default_sampler,
@@ -161,15 +209,52 @@ def _load(path: Path) -> Preset:
     for required in ("vanilla", "robust"):
         if required not in raw["classifiers"]:
             raise ValueError(f"preset {path.name}: a preset needs a {required!r} classifier")
+    default_scales = {k: float(v) for k, v in raw["default_scales"].items()}
+    arms = _arms(path.name, raw, default_scales)
+    comparison = _comparison(path.name, raw, arms)
     return Preset(
         name=raw["name"], description=raw.get("description", ""), image_size=int(raw["image_size"]),
         in_channels=int(raw.get("in_channels", 3)), num_classes=int(raw["num_classes"]),
         class_names=tuple(names), diffusion=raw["diffusion"], classifiers=raw["classifiers"],
-        default_scales={k: float(v) for k, v in raw["default_scales"].items()},
+        default_scales=default_scales,
         default_steps=str(raw.get("default_steps", "250")), default_sampler=raw.get("default_sampler", "ddpm"),
         clip_denoised=bool(raw.get("clip_denoised", True)), max_scale=float(raw.get("max_scale", 100.0)),
-        extra=raw.get("extra", {}),
+        extra=raw.get("extra", {}), arms=arms, comparison=comparison,
     )
+
+
+def _arms(where: str, raw: dict, default_scales: dict[str, float]) -> dict[str, Arm]:
+    methods = (NO_GUIDANCE,) + tuple(raw["classifiers"])
+    if "arms" not in raw:
+        return {m: Arm(m, m, default_scales.get(m, 1.0)) for m in raw["classifiers"]}
+    arms: dict[str, Arm] = {}
+    for i, entry in enumerate(raw["arms"]):
+        name, method = entry.get("name"), entry.get("method")
+        if not isinstance(name, str) or not name or name == PAIR:
+            raise ValueError(f"preset {where}: arms[{i}].name must be a non-empty name other than {PAIR!r}")
+        if name in arms:
+            raise ValueError(f"preset {where}: arms[{i}].name {name!r} is used twice")
+        if method not in methods:
+            raise ValueError(f"preset {where}: arms[{i}].method {method!r} is not one of {', '.join(methods)}")
+        scale = 0.0 if method == NO_GUIDANCE else float(entry.get("scale", default_scales.get(method, 1.0)))
+        if method != NO_GUIDANCE and not scale > 0:
+            raise ValueError(f"preset {where}: arms[{i}].scale must be positive, got {scale}")
+        arms[name] = Arm(name, method, scale)
+    return arms
+
+
+def _comparison(where: str, raw: dict, arms: dict[str, Arm]) -> tuple[str, str]:
+    names = tuple(raw.get("comparison", DEFAULT_COMPARISON))
+    if len(names) != 2:
+        raise ValueError(f"preset {where}: comparison names {len(names)} arms; a pair compares exactly 2")
+    for name in names:
+        if name not in arms:
+            raise ValueError(f"preset {where}: comparison names arm {name!r}, which is not one of "
+                             f"{', '.join(arms)}")
+    if arms[names[0]].method == arms[names[1]].method:
+        # A pair job keys its images and scales by method (one image per label and method).
+        raise ValueError(f"preset {where}: the comparison's arms must use two different methods")
+    return names  # type: ignore[return-value]
 
 
 @lru_cache(maxsize=None)
@@ -196,7 +281,7 @@ def get_preset(name: str | None = None) -> Preset:
 
 def default_preset_name() -> str:
     """``$RGUIDE_PRESET``, else the bundled demo when its weights are present, else ``tiny``."""
-    env = os.environ.get("RGUIDE_PRESET")
+    env = settings.preset_name()
     if env:
         return env
     demo = _all().get("demo")

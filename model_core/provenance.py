@@ -1,7 +1,6 @@
 """What went into an artifact: code version, library versions, weight hashes."""
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import subprocess
@@ -9,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from model_core import __version__
+from model_core.files import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,11 +35,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _hash_cache:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _hash_cache[key] = h.hexdigest()
+        _hash_cache[key] = sha256_file(path)
     return _hash_cache[key]
 
 

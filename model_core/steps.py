@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SAMPLERS = ("ddpm", "ddim")
+from model_core.sampling import registry
+
 
 
 def space_timesteps(num_timesteps: int, section_counts: str | list[int]) -> list[int]:
@@ -59,6 +60,9 @@ def _positive_int(text: str, spec: str) -> int:
     return value
 
 
+DEFAULT_SAMPLER = "ddpm"  # for a plain step count with no sampler named (the ADM scripts' default)
+
+
 @dataclass(frozen=True)
 class StepSpec:
     sampler: str
@@ -76,8 +80,8 @@ def parse_steps(spec: str | int, sampler: str | None = None, num_timesteps: int 
     """
     if isinstance(spec, bool):
         raise ValueError("steps must be a step count such as 250, '250' or 'ddim50', not a boolean")
-    if sampler is not None and sampler not in SAMPLERS:
-        raise ValueError(f"sampler {sampler!r} is unknown; choose one of {', '.join(SAMPLERS)}")
+    if sampler is not None:
+        registry.get(sampler)  # raises, naming the registered samplers
     if isinstance(spec, int):
         spec = str(spec)
     if not isinstance(spec, str):
@@ -85,12 +89,13 @@ def parse_steps(spec: str | int, sampler: str | None = None, num_timesteps: int 
     text = spec.strip().lower().replace(" ", "")
     if not text:
         raise ValueError("steps is empty: use e.g. '250' or 'ddim50'")
-    if text.startswith("ddim"):
-        if sampler == "ddpm":
-            raise ValueError(f"steps {spec!r} is a DDIM spacing but sampler is 'ddpm'")
-        chosen = "ddim"
+    implied = registry.implied_by_spacing(text)
+    if implied is not None:
+        if sampler is not None and sampler != implied:
+            raise ValueError(f"steps {spec!r} is a {implied.upper()} spacing but sampler is {sampler!r}")
+        chosen = implied
     else:
-        chosen = sampler or "ddpm"
+        chosen = sampler or DEFAULT_SAMPLER
     kept = space_timesteps(num_timesteps, text)
     if len(kept) > num_timesteps:
         raise ValueError(f"steps {spec!r}: more steps than the {num_timesteps} the model was trained with")

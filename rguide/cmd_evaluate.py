@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from model_core.sampling import registry as samplers
 from rguide.cli import CLIError
 
 
@@ -20,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scales", default="0.25,0.5,1,2", help="comma-separated guidance scales")
     p.add_argument("--per-class", type=int, default=50, help="generated images per class and row")
     p.add_argument("--steps", default=None, help="respacing, e.g. 100 or ddim50 (default: the preset's)")
-    p.add_argument("--sampler", default=None, choices=("ddpm", "ddim"))
+    p.add_argument("--sampler", default=None, choices=samplers.names(), help="default: the preset's")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--features", default=None, choices=("digits", "inception"),
                    help="feature network (default: the preset's)")

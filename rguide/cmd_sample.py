@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 from pathlib import Path
 
+from model_core.files import atomic_write_text
+from model_core.sampling import registry as samplers
 from rguide.cli import CLIError
 
 GUIDANCE_CHOICES = ("none", "vanilla", "robust", "pair")
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", default=None,
                    help="guidance scale: a number, or per method 'robust=1.0,vanilla=0.5' (default: the preset's)")
     p.add_argument("--steps", default=None, help="respacing: '250', 'ddim50', '10,15,20' (default: the preset's)")
-    p.add_argument("--sampler", default=None, choices=("ddpm", "ddim"))
+    p.add_argument("--sampler", default=None, choices=samplers.names(), help="default: the preset's")
     p.add_argument("--seed", type=int, default=0, help="first seed; image i gets SEED+i")
     p.add_argument("--seeds", default=None, help="explicit comma-separated seeds, one per label")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
@@ -132,9 +133,7 @@ def run(args: argparse.Namespace) -> int:
             records.append(record)
     sidecar = {"command": "rguide sample", "provenance": provenance, "images": records,
                "reproduce": _reproduce_command(preset, labels, seeds, args.guidance, methods, scale_args, steps)}
-    tmp = args.out / ".samples.json.tmp"
-    tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
-    os.replace(tmp, args.out / "samples.json")
+    atomic_write_text(args.out / "samples.json", json.dumps(sidecar, indent=2) + "\n")
     print(f"wrote {len(records)} images and samples.json to {args.out}")
     return 0
 

@@ -7,9 +7,9 @@ metadata and the relative path.
 """
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
+
+from model_core.files import atomic_write_bytes, sha256_bytes
 
 
 def relative_path(sha256: str) -> str:
@@ -18,19 +18,13 @@ def relative_path(sha256: str) -> str:
 
 def store_png(media_dir: Path, data: bytes) -> tuple[str, str]:
     """Write ``data`` (if not already there) and return (sha256, path relative to media_dir)."""
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256_bytes(data)
     rel = relative_path(digest)
     path = Path(media_dir) / rel
     if path.is_file() and path.stat().st_size == len(data):
         return digest, rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
     # Atomic: readers see either no file or the whole file, never a prefix.
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data, durable=True)
     return digest, rel
 
 

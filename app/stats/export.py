@@ -10,34 +10,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from app.stats.exclusions import apply_exclusions
 from app.stats.votes import Vote
+from model_core.files import atomic_write_text
 
 TIDY_COLUMNS = ("study", "pair", "label", "class_name", "seed", "rater", "choice", "side_shown", "position",
                 "response_time_ms", "timestamp", "excluded", "attention_check", "exclusion_reason")
 
 
 def write_atomic(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write_text(path, text, durable=True)
 
 
 def stats_json(stats: dict) -> str:

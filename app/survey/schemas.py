@@ -13,7 +13,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from app.schemas import Label, StepsSpec
+from app.schemas import Label, SamplerName, StepsSpec
 
 DEFAULT_QUESTION = "Which image is more realistic, and more aligned to the description?"
 DEFAULT_INSTRUCTIONS = (
@@ -69,7 +69,7 @@ class StudyCreate(BaseModel):
     scale_b: Scale | None = Field(None, description="guidance scale of method B; default the preset's "
                                                     "(vanilla: 0.5)")
     steps: StepsSpec | None = Field(None, description="respacing, as for generations; default the preset's")
-    sampler: Literal["ddpm", "ddim"] | None = None
+    sampler: SamplerName | None = None
     raters_per_pair: Annotated[StrictInt, Field(ge=1, le=100000)] = Field(
         25, description="per-pair cap: a pair is shown to at most this many raters")
     pairs_per_rater: Annotated[StrictInt, Field(ge=1, le=100000)] | None = Field(

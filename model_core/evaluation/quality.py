@@ -17,13 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from model_core.files import atomic_write, atomic_write_text
 
 TABLE_METRICS = ("fid", "precision", "recall")
 
@@ -62,7 +63,7 @@ def evaluation_setup(preset, settings: EvalSettings) -> tuple[str, str | None, s
                          "inception --inception-weights PATH (or digits with --feature-weights)")
     path = settings.feature_weights or _resolve_path(feats.get("path"))
     if path is None and feats.get("env"):
-        path = os.environ.get(feats["env"])
+        path = settings.env(feats["env"])
     real = settings.real_data or ev.get("real_data")
     if real is None:
         raise ValueError(f"preset {preset.name!r} names no real images to compare with: pass --real "
@@ -143,9 +144,8 @@ def run_evaluation(settings: EvalSettings, out: str | Path, *, device: str | Non
         else:
             images = np.stack(pipe.sample(labels, seeds, method, scale, spec.spec, spec.sampler,
                                           callback=lambda *a: bar.update(1)))
-            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npz")
-            np.savez_compressed(tmp, images=images, labels=np.array(labels), seeds=np.array(seeds))
-            os.replace(tmp, cache)
+            atomic_write(cache, lambda p: np.savez_compressed(p, images=images, labels=np.array(labels),
+                                                              seeds=np.array(seeds)), suffix=".tmp.npz")
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         fake_feats = extract_features(extractor, x)
         q = quality_metrics(real_feats, fake_feats, k=settings.k)
@@ -172,9 +172,7 @@ def run_evaluation(settings: EvalSettings, out: str | Path, *, device: str | Non
         "real": real_ds.describe(), "n_generated_per_row": len(labels), "rows": results,
         "provenance": pipe.provenance(),
     }
-    tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out / "results.json")
+    atomic_write_text(out / "results.json", json.dumps(report, indent=2) + "\n")
     (out / "results.md").write_text(markdown_table(report))
     return report
 

@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-INCEPTION_ENV = "RGUIDE_INCEPTION_WEIGHTS"
+from model_core import settings
+
+INCEPTION_ENV = settings.INCEPTION_WEIGHTS
 IGNORED_PREFIXES = ("fc.", "AuxLogits.")
 
 
@@ -187,7 +189,7 @@ class InceptionV3Features(nn.Module):
 
 def load_inception(path: str | os.PathLike | None = None) -> InceptionV3Features:
     """The feature network with weights from ``path`` (or ``$RGUIDE_INCEPTION_WEIGHTS``)."""
-    path = path or os.environ.get(INCEPTION_ENV)
+    path = path or settings.env(INCEPTION_ENV)
     if not path:
         raise InceptionWeightsError(
             "FID on this preset needs Inception-V3 weights: pass --inception-weights PATH (e.g. the "

@@ -18,6 +18,7 @@ from typing import Callable, Mapping
 import torch
 
 from model_core.diffusion.process import GaussianDiffusion, _gather
+from model_core.sampling import registry
 from model_core.sampling.guidance import guided_eps, guided_mean, log_prob_grad
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
@@ -53,8 +54,7 @@ def sample(diffusion: GaussianDiffusion, unet: torch.nn.Module, classifiers: Map
     ``torch.Generator().manual_seed(seed)``; each is left advanced by exactly
     1 + num_steps draws, so a caller may continue the stream.
     """
-    if sampler not in ("ddpm", "ddim"):
-        raise ValueError(f"sampler {sampler!r} is unknown; choose 'ddpm' or 'ddim'")
+    step_fn = registry.load(sampler)
     if not trajectories:
         raise ValueError("nothing to sample: no trajectories given")
     device = torch.device(device)
@@ -90,17 +90,18 @@ def sample(diffusion: GaussianDiffusion, unet: torch.nn.Module, classifiers: Map
             grad[idx] = log_prob_grad(classifiers[method], x[idx], model_t[idx], labels[idx])
         noise = draw()
         not_last = (t != 0).float().view(-1, *([1] * (x.ndim - 1)))
-        if sampler == "ddpm":
-            mean = guided_mean(out["mean"], out["variance"], grad, scales) if groups else out["mean"]
-            x = mean + not_last * torch.exp(0.5 * out["log_variance"]) * noise
-        else:
-            x = _ddim_step(diffusion, x, t, out, grad, scales, eta, noise, not_last, bool(groups))
+        x = step_fn(diffusion, x, t, out, grad, scales, eta, noise, not_last, bool(groups))
         if callback is not None:
             callback(step, total, x, out["pred_xstart"])
     return x
 
 
-def _ddim_step(diffusion, x, t, out, grad, scales, eta, noise, not_last, guided):
+def ddpm_step(diffusion, x, t, out, grad, scales, eta, noise, not_last, guided):
+    mean = guided_mean(out["mean"], out["variance"], grad, scales) if guided else out["mean"]
+    return mean + not_last * torch.exp(0.5 * out["log_variance"]) * noise
+
+
+def ddim_step(diffusion, x, t, out, grad, scales, eta, noise, not_last, guided):
     alpha_bar = _gather(diffusion.alphas_cumprod, t, x.shape)
     alpha_bar_prev = _gather(diffusion.alphas_cumprod_prev, t, x.shape)
     pred_xstart = out["pred_xstart"]

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from model_core.files import atomic_write, atomic_write_text
+
 STATE_FILE = "state.pt"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -127,14 +129,8 @@ class Deadline:
 
 
 # -- run directories --------------------------------------------------------------
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def atomic_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def run_info(kind: str, config: dict, data: dict, seed: int) -> dict:
@@ -193,7 +189,7 @@ class RunDir:
         return state
 
     def save_state(self, state: dict) -> None:
-        _atomic_write_bytes(self.state_path, lambda p: torch.save(state, p))
+        atomic_write(self.state_path, lambda p: torch.save(state, p))
 
     def update_info(self, **fields) -> None:
         path = self.path / RUN_FILE
@@ -211,7 +207,7 @@ class RunDir:
         if not path.is_file():
             return
         keep = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) < step]
-        _atomic_write_bytes(path, lambda p: p.write_text("".join(line + "\n" for line in keep)))
+        atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def state_dict_fp32(model: torch.nn.Module | dict) -> dict[str, torch.Tensor]:
@@ -344,7 +340,7 @@ def export_run_weights(run_dir: str | os.PathLike, out: str | os.PathLike, which
     state = torch.load(src, map_location="cpu", weights_only=True)
     state = {k: (v.to(cast) if v.dtype.is_floating_point else v).contiguous() for k, v in state.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(out, lambda p: torch.save(state, p))
+    atomic_write(out, lambda p: torch.save(state, p))
     info = json.loads(info_path.read_text())
     meta = {"source": str(src), "source_sha256": file_sha256(src), "weights": which, "dtype": dtype,
             "sha256": file_sha256(out), "run": info}

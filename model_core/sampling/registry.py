@@ -1,0 +1,78 @@
+"""The samplers, by name: the one list that the API, the survey, the CLI and evaluation offer.
+
+Torch-free, so that the API validates ``sampler`` at the edge without
+loading torch: an entry names its implementation as ``"module:attribute"``,
+imported only when a trajectory loop runs it. Adding a sampler is its module
+(a class with the interface of ``model_core.sampling.base.Sampler``) and one
+``register`` line below; everything that offers samplers reads ``names()``.
+"""
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+@dataclass(frozen=True)
+class SamplerInfo:
+    name: str
+    target: str                 # "package.module:Attribute", the sampler's class
+    summary: str                # one line for help texts and the API docs
+    stochastic: bool            # draws fresh noise during the trajectory
+    noise_draws_per_step: int   # standard-normal tensors drawn per step and trajectory (after x_T)
+    spacing_prefix: str | None = None  # a steps spec starting with this ("ddim25") implies this sampler
+
+
+_REGISTRY: dict[str, SamplerInfo] = {}
+
+
+def register(info: SamplerInfo, *, replace: bool = False) -> SamplerInfo:
+    if not NAME_PATTERN.match(info.name):
+        raise ValueError(f"sampler name {info.name!r} must be 1-32 characters of a-z, 0-9 and _, starting "
+                         "with a letter")
+    if ":" not in info.target:
+        raise ValueError(f"sampler {info.name!r}: target {info.target!r} must be 'module:attribute'")
+    if info.name in _REGISTRY and not replace:
+        raise ValueError(f"sampler {info.name!r} is already registered")
+    _REGISTRY[info.name] = info
+    return info
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def get(name: str) -> SamplerInfo:
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"sampler {name!r} is unknown; choose one of {', '.join(_REGISTRY)}") from None
+
+
+def load(name: str) -> Any:
+    """The sampler's implementation (imports its module, and so torch)."""
+    module, _, attr = get(name).target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def implied_by_spacing(spec: str) -> str | None:
+    """The sampler a steps spec names by its prefix (``ddim25`` -> ``ddim``), if any."""
+    for info in _REGISTRY.values():
+        if info.spacing_prefix and spec.startswith(info.spacing_prefix):
+            return info.name
+    return None
+
+
+register(SamplerInfo(
+    "ddpm", "model_core.sampling.loop:ddpm_step", "ancestral sampling (Ho et al.; ADM's p_sample)",
+    stochastic=True, noise_draws_per_step=1))
+register(SamplerInfo(
+    "ddim", "model_core.sampling.loop:ddim_step", "DDIM (Song et al.), eta 0; guidance shifts eps (ADM's condition_score)",
+    stochastic=False, noise_draws_per_step=1, spacing_prefix="ddim"))
