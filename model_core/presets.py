@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from model_core import settings
+from model_core.steps import StepSpec, resolve_steps
 
 PRESET_DIR = Path(__file__).resolve().parent / "data" / "presets"
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -170,6 +171,15 @@ class Preset:
                     f"class name {label!r} is ambiguous in preset {self.name!r} (indices {hits}); use an index")
             raise ValueError(f"class name {label!r} is not a class of preset {self.name!r}")
         raise ValueError(f"class label {label!r} is not an index or a class name")
+
+    @property
+    def num_timesteps(self) -> int:
+        return int(self.diffusion.get("process", {}).get("diffusion_steps", 1000))
+
+    def resolve_steps(self, steps: str | int | None = None, sampler: str | None = None) -> StepSpec:
+        """The steps spec and sampler a request gets on this preset (``model_core.steps.resolve_steps``)."""
+        return resolve_steps(steps, sampler, default_steps=self.default_steps, default_sampler=self.default_sampler,
+                             num_timesteps=self.num_timesteps)
 
     def scale_for(self, method: str, scale: float | None) -> float:
         if method == "none":

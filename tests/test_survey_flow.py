@@ -127,10 +127,14 @@ def test_explicit_labels_and_swapped_methods(api):
 
 
 def test_methods_that_are_not_one_pair_job_are_generated_as_two_jobs_with_the_same_seeds(api, monkeypatch):
+    import dataclasses
+
     from app.survey import studies
 
-    # Pretend robust/vanilla cannot share a "pair" job, as for a preset's other classifiers.
-    monkeypatch.setattr(studies, "PAIR_METHODS", ("x", "y"))
+    # A preset whose comparison is not robust/vanilla: these two methods cannot share one "pair" job.
+    real = studies.get_preset
+    monkeypatch.setattr(studies, "get_preset",
+                        lambda name=None: dataclasses.replace(real(name), comparison=("robust", "none")))
     study = create_study(api, api.key, num_pairs=3)
     assert len(run_queued_jobs(api.settings)) == 2
     manifest = api.get(f"/v1/surveys/{study['id']}/manifest", headers=api.hdr).json()

@@ -26,6 +26,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from model_core.presets import get_preset
 from worker.db import utcnow
 from worker.models import TERMINAL_STATUSES, Image, Job
 
@@ -58,7 +59,7 @@ class JobSpec:
 
     @property
     def methods(self) -> list[str]:
-        return ["robust", "vanilla"] if self.guidance == "pair" else [self.guidance]
+        return list(get_preset(self.preset).methods_for(self.guidance))
 
     @property
     def num_images(self) -> int:

@@ -13,6 +13,7 @@ from sqlalchemy import (JSON, BigInteger, Boolean, CheckConstraint, Float, Forei
                         Text, UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from model_core.presets import get_preset
 from worker.db import Base, UTCDateTime, utcnow
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
@@ -76,7 +77,8 @@ class Job(Base):
 
     @property
     def methods(self) -> list[str]:
-        return ["robust", "vanilla"] if self.guidance == "pair" else [self.guidance]
+        """What the job samples per label; ``pair`` is its preset's comparison (``Preset.methods_for``)."""
+        return list(get_preset(self.preset).methods_for(self.guidance))
 
 
 class Image(Base):
