@@ -85,7 +85,7 @@ def build_wheel(tmp_path: Path) -> Path:
 
 
 def fresh_venv(root: Path, wheel: Path) -> Path:
-    venv.EnvBuilder(with_pip=False).create(root)
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(root)
     python = root / "bin" / "python"
     _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q",
           str(wheel)], timeout=300)
