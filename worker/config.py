@@ -101,6 +101,7 @@ class Settings:
     max_images_per_request: int = 16
     max_scale: float = 100.0
     max_steps: int = 1000
+    max_body_bytes: int = 1 << 20    # request bodies above this are refused (413) before they are read whole
     # Access.
     generation_requires_key: bool = False
     rate_limit: int = 60            # requests per window per API key (or client address); 0 = off
@@ -135,6 +136,7 @@ class Settings:
             max_images_per_request=_int(env, "RGUIDE_MAX_IMAGES", 16, minimum=1),
             max_scale=_float(env, "RGUIDE_MAX_SCALE", 100.0),
             max_steps=_int(env, "RGUIDE_MAX_STEPS", 1000, minimum=1),
+            max_body_bytes=_int(env, "RGUIDE_MAX_BODY_BYTES", 1 << 20, minimum=1024),
             generation_requires_key=_bool(env, "RGUIDE_REQUIRE_KEY_FOR_GENERATION", False),
             rate_limit=rate_n, rate_window_seconds=rate_window,
             lease_seconds=lease,
@@ -185,6 +187,7 @@ class Settings:
             "RGUIDE_BROKER_URL": self.broker_url, "RGUIDE_MEDIA_DIR": str(self.media_dir),
             "RGUIDE_QUEUE": self.queue, "RGUIDE_MAX_IMAGES": str(self.max_images_per_request),
             "RGUIDE_MAX_SCALE": repr(self.max_scale), "RGUIDE_MAX_STEPS": str(self.max_steps),
+            "RGUIDE_MAX_BODY_BYTES": str(self.max_body_bytes),
             "RGUIDE_REQUIRE_KEY_FOR_GENERATION": "1" if self.generation_requires_key else "0",
             "RGUIDE_RATE_LIMIT": f"{self.rate_limit}/{self.rate_window_seconds!r}s" if self.rate_limit else "0",
             "RGUIDE_LEASE_SECONDS": repr(self.lease_seconds),

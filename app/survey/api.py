@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.auth import require_api_key
 from app.deps import get_db, get_settings
-from app.errors import problem_responses
+from app.errors import excerpt, problem_responses
 from app.keys import ApiKey
 from app.survey import export, studies
 from app.survey.researcher_auth import researcher
@@ -37,7 +37,7 @@ def _base_url(request: Request) -> str:
 def _study(session: Session, study_id: str) -> Study:
     study = studies.get_study(session, study_id)
     if study is None:
-        raise HTTPException(404, f"no survey with id {study_id!r}")
+        raise HTTPException(404, f"no survey with id {excerpt(study_id, 40)!r}")
     return studies.refresh(session, study)
 
 

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
+from app.errors import excerpt
 from app.deps import get_db
 from app.keys import find_key
 from app.survey import security, studies
@@ -90,7 +91,7 @@ def survey_page(study_id: str, request: Request, session: Session = Depends(get_
         return _login_redirect(request)
     study = studies.get_study(session, study_id)
     if study is None:
-        return message(request, "Study not found", f"There is no study {study_id!r}.", 404,
+        return message(request, "Study not found", f"There is no study {excerpt(study_id, 40)!r}.", 404,
                        link="/researcher/surveys", link_text="All studies")
     study = studies.refresh(session, study)
     info = studies.summary(session, study, base_url=str(request.base_url), with_pairs=True)
@@ -115,7 +116,7 @@ def survey_close(study_id: str, request: Request, csrf: Annotated[str | None, Fo
                        "reload the study page and try again.", 403, link=f"/researcher/surveys/{study_id}")
     study = studies.get_study(session, study_id)
     if study is None:
-        return message(request, "Study not found", f"There is no study {study_id!r}.", 404)
+        return message(request, "Study not found", f"There is no study {excerpt(study_id, 40)!r}.", 404)
     try:
         studies.close_study(session, studies.refresh(session, study))
     except studies.StudyStateError as exc:
