@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool | None = No
                   lifespan=lifespan)
     app.state.settings = settings
     app.state.sessions = db.session_factory(settings.database_url)
+    app.state.session_secret = settings.session_secret()
     app.state.enqueuer = Enqueuer(settings)
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_window_seconds, settings.redis_url,
                                          namespace=f"rguide:{settings.queue}")

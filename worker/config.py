@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, replace
+import secrets
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -58,6 +59,14 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise SettingsError(f"{name}={raw!r}: use 1/0, true/false, yes/no or on/off")
+
+
+def _secret(env: Mapping[str, str]) -> str | None:
+    raw = (env.get("RGUIDE_SECRET_KEY") or "").strip()
+    if raw and len(raw) < 32:
+        raise SettingsError("RGUIDE_SECRET_KEY is shorter than 32 characters: use e.g. the output of "
+                            "'python -c \"import secrets; print(secrets.token_hex(32))\"'")
+    return raw or None
 
 
 def parse_rate_limit(text: str) -> tuple[int, float]:
@@ -117,6 +126,8 @@ class Settings:
     worker_stale_seconds: float = 30.0
     broker_poll_seconds: float = 0.2  # the filesystem broker polls its folder
     migrate_on_start: bool = True
+    # Signs researcher sessions; None: a random secret kept in data_dir/secret_key (one machine).
+    secret_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -149,6 +160,7 @@ class Settings:
             worker_stale_seconds=_float(env, "RGUIDE_WORKER_STALE_SECONDS", max(30.0, 3 * lease), minimum=1),
             broker_poll_seconds=_float(env, "RGUIDE_BROKER_POLL_SECONDS", 0.2, minimum=0.01),
             migrate_on_start=_bool(env, "RGUIDE_MIGRATE_ON_START", True),
+            secret_key=_secret(env),
         )
         values.update(overrides)
         if values["heartbeat_seconds"] >= values["lease_seconds"]:
@@ -203,7 +215,33 @@ class Settings:
         }
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
+        if self.secret_key:
+            env["RGUIDE_SECRET_KEY"] = self.secret_key
         return env
+
+    def session_secret(self) -> str:
+        """``RGUIDE_SECRET_KEY``, else a random secret created once in ``data_dir/secret_key`` (mode 0600).
+
+        Every API process that serves the researcher pages must share it: on
+        several machines set ``RGUIDE_SECRET_KEY`` to the same value on each.
+        """
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.is_file():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process made it first
+            else:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(secrets.token_hex(32))
+        text = path.read_text().strip()
+        if len(text) < 32:
+            raise SettingsError(f"{path} holds no usable secret (at least 32 characters); delete it to make a "
+                                "new one, or set RGUIDE_SECRET_KEY")
+        return text
 
     def describe(self) -> dict[str, str]:
         """What a startup log line shows: no passwords."""
