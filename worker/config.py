@@ -61,6 +61,23 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name}={raw!r}: use 1/0, true/false, yes/no or on/off")
 
 
+def _addresses(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    import ipaddress
+
+    out = []
+    for part in (env.get(name) or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise SettingsError(f"{name}: {part!r} is not an IP address or network (e.g. 10.0.0.5 or "
+                                "10.0.0.0/24)") from None
+        out.append(part)
+    return tuple(out)
+
+
 def _secret(env: Mapping[str, str]) -> str | None:
     raw = (env.get("RGUIDE_SECRET_KEY") or "").strip()
     if raw and len(raw) < 32:
@@ -112,6 +129,7 @@ class Settings:
     max_steps: int = 1000
     max_body_bytes: int = 1 << 20    # request bodies above this are refused (413) before they are read whole
     # Access.
+    trusted_proxies: tuple[str, ...] = ()  # addresses whose X-Forwarded-For is believed; none by default
     generation_requires_key: bool = False
     rate_limit: int = 60            # requests per window per API key (or client address); 0 = off
     rate_window_seconds: float = 60.0
@@ -149,6 +167,7 @@ class Settings:
             max_steps=_int(env, "RGUIDE_MAX_STEPS", 1000, minimum=1),
             max_body_bytes=_int(env, "RGUIDE_MAX_BODY_BYTES", 1 << 20, minimum=1024),
             generation_requires_key=_bool(env, "RGUIDE_REQUIRE_KEY_FOR_GENERATION", False),
+            trusted_proxies=_addresses(env, "RGUIDE_TRUSTED_PROXIES"),
             rate_limit=rate_n, rate_window_seconds=rate_window,
             lease_seconds=lease,
             heartbeat_seconds=_float(env, "RGUIDE_HEARTBEAT_SECONDS", min(5.0, lease / 3), minimum=0.05),
@@ -201,6 +220,7 @@ class Settings:
             "RGUIDE_MAX_SCALE": repr(self.max_scale), "RGUIDE_MAX_STEPS": str(self.max_steps),
             "RGUIDE_MAX_BODY_BYTES": str(self.max_body_bytes),
             "RGUIDE_REQUIRE_KEY_FOR_GENERATION": "1" if self.generation_requires_key else "0",
+            "RGUIDE_TRUSTED_PROXIES": ",".join(self.trusted_proxies),
             "RGUIDE_RATE_LIMIT": f"{self.rate_limit}/{self.rate_window_seconds!r}s" if self.rate_limit else "0",
             "RGUIDE_LEASE_SECONDS": repr(self.lease_seconds),
             "RGUIDE_HEARTBEAT_SECONDS": repr(self.heartbeat_seconds),
