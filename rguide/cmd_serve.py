@@ -138,13 +138,35 @@ def _url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def _serve(app_or_path, host: str, port: int, processes: int = 1) -> None:
+def _serve(app_or_path, host: str, port: int, settings, processes: int = 1) -> None:
     import uvicorn
 
+    # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise, so any local client
+    # could pick its own address and slip past the per-address rate limit: trust only the
+    # proxies the operator names (RGUIDE_TRUSTED_PROXIES).
+    proxies = ",".join(settings.trusted_proxies)
+    common = dict(host=host, port=port, log_level="info", proxy_headers=bool(proxies),
+                  forwarded_allow_ips=proxies or "")
     if isinstance(app_or_path, str):
-        uvicorn.run(app_or_path, factory=True, host=host, port=port, workers=processes, log_level="info")
+        uvicorn.run(app_or_path, factory=True, workers=processes, **common)
     else:
-        uvicorn.run(app_or_path, host=host, port=port, log_level="info")
+        uvicorn.run(app_or_path, **common)
+
+
+def _exit_on_signal(signum, frame) -> None:
+    # A Python-level handler (not the default action) so that ``finally`` blocks run: uvicorn
+    # restores the handler it found and raises the signal again once it has shut down.
+    raise SystemExit(128 + signum)
+
+
+def _die_with_parent() -> None:
+    """In a child before exec: the kernel sends it SIGTERM when its parent dies, even by SIGKILL (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: rguide up's own shutdown still stops its workers
 
 
 # -- up ---------------------------------------------------------------------------------
@@ -167,7 +189,7 @@ class _WorkerSupervisor:
         cmd += ["--preload", self.preload or "none"]
         if self.threads:
             cmd += ["--threads", str(self.threads)]
-        return subprocess.Popen(cmd, env=self.env)
+        return subprocess.Popen(cmd, env=self.env, preexec_fn=_die_with_parent if os.name == "posix" else None)
 
     def start(self) -> None:
         for i in range(self.n):
@@ -229,10 +251,12 @@ def run_up(args: argparse.Namespace) -> int:
           f"  database: {described['database']}\n  broker:   {described['broker']}\n"
           f"  images:   {described['media_dir']}\n  workers:  {args.workers} (preloading: {preload})\n"
           f"  try:      curl -s {url}/v1/presets\n  stop:     Ctrl-C", flush=True)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_on_signal)
     supervisor.start()
     try:
         # Migrated above; the app need not do it again.
-        _serve(create_app(settings.replace(migrate_on_start=False)), args.host, port)
+        _serve(create_app(settings.replace(migrate_on_start=False)), args.host, port, settings)
     finally:
         print("rguide up: stopping workers", flush=True)
         supervisor.stop()
@@ -254,7 +278,7 @@ def run_api(args: argparse.Namespace) -> int:
     url = _url(args.host, port)
     print(f"rguide api: serving on {url}  (API docs: {url}/docs); database {settings.describe()['database']}, "
           f"broker {settings.describe()['broker']}", flush=True)
-    _serve("app.main:create_app", args.host, port, args.processes)
+    _serve("app.main:create_app", args.host, port, settings, args.processes)
     return 0
 
 

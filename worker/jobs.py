@@ -18,7 +18,6 @@ import base64
 import hashlib
 import json
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,6 +27,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from model_core.presets import get_preset
 from worker.db import utcnow
+from worker.ids import is_row_id, new_id
 from worker.models import TERMINAL_STATUSES, Image, Job
 
 log = logging.getLogger("rguide.jobs")
@@ -80,7 +80,7 @@ class JobSpec:
 
 
 def new_job_id() -> str:
-    return uuid.uuid4().hex
+    return new_id()
 
 
 def image_id(job_id: str, position: int, method: str) -> str:
@@ -142,6 +142,8 @@ def mark_enqueued(session: Session, job_ids: list[str], when: datetime | None = 
 # -- reading --------------------------------------------------------------------
 
 def get_job(session: Session, job_id: str, with_images: bool = True) -> Job | None:
+    if not is_row_id(job_id):
+        return None
     stmt = select(Job).where(Job.id == job_id)
     if with_images:
         stmt = stmt.options(selectinload(Job.images))
@@ -159,7 +161,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = json.loads(raw)
         when = datetime.fromisoformat(created)
-        if when.tzinfo is None or not isinstance(job_id, str):
+        if when.tzinfo is None or not is_row_id(job_id):
             raise ValueError
         return when, job_id
     except Exception:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from app.api import serialize
 from app.auth import generation_access, rate_limited_generation_access
 from app.deps import get_db, get_settings
-from app.errors import problem_responses
+from app.errors import excerpt, problem_responses
 from app.keys import ApiKey
 from app.schemas import GenerationList, GenerationOut, GenerationRequest, Status
 from app.validation import RequestInvalid, validate_generation
@@ -30,7 +30,7 @@ router = APIRouter(prefix="/v1", tags=["generations"])
 def _visible(job: Job | None, key: ApiKey | None, settings: Settings, job_id: str) -> Job:
     """404 for unknown jobs, and for other keys' jobs when generation is key-protected."""
     if job is None or (settings.generation_requires_key and (key is None or job.owner_key_id != key.id)):
-        raise HTTPException(404, f"no generation with id {job_id!r}")
+        raise HTTPException(404, f"no generation with id {excerpt(job_id, 40)!r}")
     return job
 
 

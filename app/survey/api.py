@@ -15,9 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from sqlalchemy.orm import Session
 
-from app.auth import require_api_key
+from app.auth import rate_limited_api_key, require_api_key
 from app.deps import get_db, get_settings
-from app.errors import problem_responses
+from app.errors import excerpt, problem_responses
 from app.keys import ApiKey
 from app.survey import export, studies
 from app.survey.researcher_auth import researcher
@@ -37,7 +37,7 @@ def _base_url(request: Request) -> str:
 def _study(session: Session, study_id: str) -> Study:
     study = studies.get_study(session, study_id)
     if study is None:
-        raise HTTPException(404, f"no survey with id {study_id!r}")
+        raise HTTPException(404, f"no survey with id {excerpt(study_id, 40)!r}")
     return studies.refresh(session, study)
 
 
@@ -46,9 +46,9 @@ def _study(session: Session, study_id: str) -> Study:
                          "pairs as generation jobs. The study opens by itself when they have all succeeded; "
                          "follow `Location` (`generation.progress`) until `status` is `open`.",
              responses={202: {"headers": {"Location": {"schema": {"type": "string"}}}},
-                        **problem_responses(400, 401)})
+                        **problem_responses(400, 401, 429)})
 def create_survey(body: StudyCreate, request: Request, response: Response,
-                  key: ApiKey = Depends(require_api_key), session: Session = Depends(get_db),
+                  key: ApiKey = Depends(rate_limited_api_key), session: Session = Depends(get_db),
                   settings: Settings = Depends(get_settings)) -> dict:
     try:
         study = studies.create_study(session, body, settings, owner_key_id=key.id)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -35,11 +34,11 @@ from model_core.presets import PAIR, UnknownPresetError, get_preset
 from model_core.provenance import code_version
 from worker import jobs
 from worker.config import Settings
+from worker.ids import is_row_id
 from worker.models import Image, Job
 from worker.survey_models import Rater, Study, SurveyPair, SurveyVote
 
 MANIFEST_VERSION = 1
-ROW_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class StudyStateError(Exception):
@@ -349,11 +348,6 @@ def close_study(session: Session, study: Study) -> Study:
 
 
 # -- status -------------------------------------------------------------------------------
-
-def is_row_id(value) -> bool:
-    """Ids of survey rows are uuid4 hex; anything else (NUL bytes included, which PostgreSQL refuses) is no id."""
-    return isinstance(value, str) and ROW_ID.fullmatch(value) is not None
-
 
 def get_study(session: Session, study_id: str) -> Study | None:
     return session.get(Study, study_id) if is_row_id(study_id) else None
