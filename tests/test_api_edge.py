@@ -133,3 +133,36 @@ def test_a_wrong_content_type_is_415_and_an_unparseable_body_400(api):
     r = api.post("/v1/generations", content=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json")
     assert _jobs(api) == 0
+
+
+def test_anonymous_idempotency_keys_are_scoped_per_client(api):
+    from fastapi.testclient import TestClient
+
+    body = {"preset": "tiny", "class_labels": [1], "guidance": "none", "steps": "5", "seed": 3}
+    alice = TestClient(api.app, client=("203.0.113.7", 40000))
+    mallory = TestClient(api.app, client=("203.0.113.99", 40001))
+    first = alice.post("/v1/generations", json=body, headers={"Idempotency-Key": "guessable-1"})
+    again = alice.post("/v1/generations", json=body, headers={"Idempotency-Key": "guessable-1"})
+    guess = mallory.post("/v1/generations", json=body, headers={"Idempotency-Key": "guessable-1"})
+    assert first.status_code == again.status_code == guess.status_code == 202
+    assert again.json()["id"] == first.json()["id"] and again.headers["Idempotent-Replayed"] == "true"
+    assert guess.json()["id"] != first.json()["id"] and "Idempotent-Replayed" not in guess.headers
+
+
+def test_a_bad_checkpoint_is_a_one_line_error_of_rguide_sample(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    junk = tmp_path / "diffusion.pt"
+    junk.write_bytes(b"PK\x03\x04 this is not a torch file")
+    env = {**os.environ, "RGUIDE_DEMO_DIFFUSION": str(junk)}
+    r = subprocess.run([sys.executable, "-m", "rguide", "sample", "--preset", "demo", "--labels", "3",
+                        "--guidance", "none", "--steps", "2", "--out", str(tmp_path / "out"), "--no-progress"],
+                       cwd=REPO, env=env, capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "could not be read as a torch file" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and "weights_only=False" not in r.stderr

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from model_core.presets import get_preset
+from model_core.files import sha256_text
 from worker.db import utcnow
 from worker.ids import is_row_id, new_id
 from worker.models import TERMINAL_STATUSES, Image, Job
@@ -95,14 +96,18 @@ def find_idempotent(session: Session, scope: str, key: str) -> Job | None:
 
 
 def create_job(session: Session, spec: JobSpec, *, owner_key_id: str | None = None,
-               idempotency_key: str | None = None, request_hash: str | None = None) -> tuple[Job, bool]:
+               idempotency_key: str | None = None, request_hash: str | None = None,
+               anonymous_scope: str | None = None) -> tuple[Job, bool]:
     """Insert a queued job, or return the job an identical earlier request created.
 
     Returns (job, created). With an Idempotency-Key, a repeat with the same
     request hash returns the first job; a different hash raises
-    ``IdempotencyConflict``. Commits.
+    ``IdempotencyConflict``. Keys are scoped per API key, and for requests
+    without one per ``anonymous_scope`` (the API passes a digest of the
+    client's address), so one client cannot fetch another's job by guessing
+    its Idempotency-Key. Commits.
     """
-    scope = owner_key_id or "anonymous"
+    scope = owner_key_id or ("anon:" + sha256_text(anonymous_scope)[:32] if anonymous_scope else "anonymous")
     if idempotency_key is not None:
         existing = find_idempotent(session, scope, idempotency_key)
         if existing is not None:

@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from app.api import serialize
-from app.auth import generation_access, rate_limited_generation_access
+from app.auth import client_identity, generation_access, rate_limited_generation_access
 from app.deps import get_db, get_settings
 from app.errors import excerpt, problem_responses
 from app.keys import ApiKey
@@ -58,7 +58,8 @@ def create_generation(
         raise RequestValidationError(exc.errors) from None
     try:
         job, created = jobs.create_job(session, spec, owner_key_id=key.id if key else None,
-                                       idempotency_key=idempotency_key, request_hash=_request_hash(body))
+                                       idempotency_key=idempotency_key, request_hash=_request_hash(body),
+                                       anonymous_scope=client_identity(request, key))
     except jobs.IdempotencyConflict as exc:
         raise RequestValidationError([{
             "type": "value_error", "loc": ("header", "Idempotency-Key"), "input": idempotency_key,

@@ -22,6 +22,7 @@ from app.keys import ApiKey
 from app.survey import export, studies
 from app.survey.researcher_auth import researcher
 from app.survey.schemas import StudyCreate, StudyList, StudyOut
+from app.survey.web import REPORT_HEADERS
 from app.validation import RequestInvalid
 from worker import jobs
 from worker.config import Settings
@@ -151,4 +152,4 @@ def report(study_id: str, n_boot: NBoot = 2000, seed: Seed = 0, key: ApiKey = De
               for p in session.query(SurveyPair).filter(SurveyPair.study_id == study.id,
                                                          SurveyPair.is_attention_check.is_(False))
               if p.image_a_id and p.image_b_id}
-    return HTMLResponse(render_report(stats, title=study.title, images=images))
+    return HTMLResponse(render_report(stats, title=study.title, images=images), headers=REPORT_HEADERS)

@@ -31,6 +31,12 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
+# The statistics report is one self-contained file: inline CSS and SVG, images from this server
+# (or embedded), never a script.
+REPORT_CSP = ("default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; base-uri 'none'; "
+              "form-action 'none'; frame-ancestors 'none'")
+REPORT_HEADERS = {**SECURITY_HEADERS, "Content-Security-Policy": REPORT_CSP}
+
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 templates.env.globals["static"] = lambda name: f"{STATIC_URL}/{name}"
 templates.env.filters["paragraphs"] = lambda text: [p.strip() for p in str(text).split("\n\n") if p.strip()]
