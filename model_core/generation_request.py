@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from model_core.presets import NO_GUIDANCE, PAIR, Preset, UnknownPresetError, get_preset
-from model_core.steps import resolve_steps
 
 MAX_SEED = 2**63 - 1
 RANDOM_SEED_BELOW = 2**31  # a seed chosen for the caller stays short enough to read and type
