@@ -128,6 +128,21 @@ def test_reaper_does_not_resend_a_backlog_the_broker_still_holds(Session):
         assert sorted(jobs.reap(s, max_attempts=3, requeue_after_seconds=60, messages_waiting=2).resent) == sorted(ids)
 
 
+def test_reaper_resends_at_once_when_the_broker_lost_its_messages(Session):
+    # Issue 11: after a Redis restart without persistence the queue is empty; waiting for
+    # requeue_after_seconds (120 s by default) left the jobs idle for two minutes.
+    with Session() as s:
+        ids = [jobs.create_job(s, SPEC)[0].id for _ in range(2)]
+        jobs.mark_enqueued(s, ids, when=db.utcnow() - timedelta(seconds=10))
+        assert jobs.reap(s, max_attempts=3, requeue_after_seconds=120, messages_waiting=2).resent == []
+        assert sorted(jobs.reap(s, max_attempts=3, requeue_after_seconds=120, messages_waiting=0).resent) == \
+            sorted(ids)
+        # Just sent (within the grace): still in flight to a worker's claim, not lost.
+        fresh = jobs.create_job(s, SPEC)[0].id
+        jobs.mark_enqueued(s, [fresh])
+        assert jobs.reap(s, max_attempts=3, requeue_after_seconds=120, messages_waiting=0).resent == []
+
+
 def test_reaper_fails_a_job_that_keeps_losing_its_worker(Session):
     with Session() as s:
         job, _ = jobs.create_job(s, SPEC)

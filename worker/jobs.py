@@ -354,8 +354,12 @@ class ReapResult:
         return self.requeued + self.resent
 
 
+LOST_MESSAGE_GRACE_SECONDS = 5.0  # a message just sent may be on its way to a worker's claim
+
+
 def reap(session: Session, *, max_attempts: int, requeue_after_seconds: float,
-         now: datetime | None = None, messages_waiting: int | None = None) -> ReapResult:
+         now: datetime | None = None, messages_waiting: int | None = None,
+         lost_grace_seconds: float = LOST_MESSAGE_GRACE_SECONDS) -> ReapResult:
     """Find jobs the database says are waiting or running but nobody holds. Commits.
 
     * running, lease expired: the worker died (or hung) -> back to queued, to
@@ -367,7 +371,10 @@ def reap(session: Session, *, max_attempts: int, requeue_after_seconds: float,
 
     ``messages_waiting`` (the broker's queue length, when known) avoids
     resending during a mere backlog: while the broker holds at least one
-    message per queued job, nothing was lost and nothing is resent.
+    message per queued job, nothing was lost and nothing is resent. When it
+    holds fewer (a Redis restart without persistence emptied it), messages
+    were lost, and queued jobs sent more than ``lost_grace_seconds`` ago are
+    sent again at once rather than after ``requeue_after_seconds``.
 
     The caller sends the ids in ``to_enqueue`` to the broker.
     """
@@ -391,12 +398,14 @@ def reap(session: Session, *, max_attempts: int, requeue_after_seconds: float,
         if res.rowcount == 1:
             bucket.append(job_id)
     stale_before = now - timedelta(seconds=requeue_after_seconds)
+    if messages_waiting is not None:
+        queued = session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")) or 0
+        if messages_waiting < queued:
+            stale_before = now - timedelta(seconds=min(lost_grace_seconds, requeue_after_seconds))
     waiting = list(session.scalars(select(Job.id).where(
         Job.status == "queued", or_(Job.enqueued_at.is_(None), Job.enqueued_at < stale_before))))
-    if waiting and messages_waiting is not None:
-        queued = session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")) or 0
-        if messages_waiting >= queued:
-            waiting = []
+    if waiting and messages_waiting is not None and messages_waiting >= queued:
+        waiting = []
     for job_id in waiting:
         res = session.execute(update(Job).where(
             Job.id == job_id, Job.status == "queued",
