@@ -25,7 +25,6 @@ from model_core.presets import Preset, get_preset
 from model_core.provenance import environment
 from model_core.sampling import providers
 from model_core.sampling.loop import StepCallback, Trajectory, sample
-from model_core.steps import parse_steps
 
 
 def default_device() -> str:
@@ -74,8 +73,7 @@ class Pipeline:
         Batches larger than ``max_batch`` run in chunks; the callback sees one
         running step count over all chunks.
         """
-        spec = parse_steps(self.preset.default_steps if steps is None else steps,
-                           sampler or (None if steps is not None else self.preset.default_sampler))
+        spec = self.preset.resolve_steps(steps, sampler)
         for tr in trajectories:
             self.preset.resolve_label(int(tr.label))
             if tr.method not in self.preset.methods:
