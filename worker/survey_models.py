@@ -62,7 +62,7 @@ class Study(Base):
     method_b: Mapped[str] = mapped_column(String(64), nullable=False)
     scale_b: Mapped[float] = mapped_column(Float, nullable=False)
     steps: Mapped[str] = mapped_column(String(64), nullable=False)
-    sampler: Mapped[str] = mapped_column(String(8), nullable=False)
+    sampler: Mapped[str] = mapped_column(String(32), nullable=False)
     seed: Mapped[int] = mapped_column(BigInteger, nullable=False)
     # "random" (labels drawn with the study seed) or "explicit" (the researcher's list).
     label_source: Mapped[str] = mapped_column(String(16), nullable=False)
