@@ -79,11 +79,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("--loglevel", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     worker.set_defaults(func=run_worker)
 
-    keys = sub.add_parser("keys", help="researcher API keys: create, list, revoke")
+    keys = sub.add_parser("keys", help="researcher API keys: create, list, revoke, grant a study")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
     ksub.required = True
     create = ksub.add_parser("create", help="create a key and print it (shown only once)")
     create.add_argument("--name", required=True, help="who or what uses the key")
+    create.add_argument("--admin", action="store_true",
+                        help="the key sees and closes every lab's studies (others see only their own)")
     _common(create)
     create.set_defaults(func=run_keys_create)
     lst = ksub.add_parser("list", help="list keys (never their secret)")
@@ -93,6 +95,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     revoke.add_argument("key", help="key id or prefix (from rguide keys list)")
     _common(revoke)
     revoke.set_defaults(func=run_keys_revoke)
+    for name, helptext in (("grant", "let a key see and close a study it did not create"),
+                           ("ungrant", "take back a grant")):
+        g = ksub.add_parser(name, help=helptext)
+        g.add_argument("study", help="study id (from /v1/surveys or the researcher pages)")
+        g.add_argument("key", help="key id or prefix (from rguide keys list)")
+        _common(g)
+        g.set_defaults(func=run_keys_grant, grant=name == "grant")
 
 
 # -- shared ---------------------------------------------------------------------------
@@ -327,7 +336,7 @@ def run_keys_create(args: argparse.Namespace) -> int:
 
     try:
         with session_scope(settings.database_url) as s:
-            key, plaintext = create_key(s, args.name)
+            key, plaintext = create_key(s, args.name, admin=args.admin)
             key_id, prefix = key.id, key.prefix
     except ValueError as exc:
         raise CLIError(str(exc)) from None
@@ -350,7 +359,8 @@ def run_keys_list(args: argparse.Namespace) -> int:
         for k in rows:
             state = "revoked " + k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "active"
             used = k.last_used_at.isoformat(timespec="seconds") if k.last_used_at else "never"
-            print(f"{k.id}  {k.prefix}...  {state:<28} last used {used:<25} {k.name}")
+            role = "admin" if k.is_admin else "lab"
+            print(f"{k.id}  {k.prefix}...  {role:<5}  {state:<28} last used {used:<25} {k.name}")
     return 0
 
 
@@ -367,3 +377,27 @@ def run_keys_revoke(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     return 0
+
+
+def run_keys_grant(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _migrate(settings)
+    from app.keys import lookup_key
+    from app.survey import access
+    from app.survey.studies import get_study
+    from worker.db import session_scope
+
+    try:
+        with session_scope(settings.database_url) as s:
+            study = get_study(s, args.study)
+            if study is None:
+                raise ValueError(f"no study with id {args.study!r}")
+            key = lookup_key(s, args.key)
+            changed = access.grant(s, study, key) if args.grant else access.revoke_grant(s, study, key)
+            verb = ("granted" if changed else "already had access to") if args.grant else \
+                ("took back the grant of" if changed else "had no grant for")
+            print(f"key {key.prefix}... ({key.name}) {verb} study {study.id}")
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    return 0
+

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from app.errors import excerpt
 from app.deps import get_db
 from app.keys import find_key
-from app.survey import security, studies
+from app.survey import access, security, studies
 from app.survey.researcher_auth import session_key
 from app.survey.web import message, render
 from worker.db import utcnow
@@ -81,7 +81,7 @@ def survey_list(request: Request, session: Session = Depends(get_db)) -> Respons
     key = session_key(request, session)
     if key is None:
         return _login_redirect(request)
-    rows = [studies.summary(session, studies.refresh(session, s)) for s in studies.list_studies(session, 500)]
+    rows = [studies.summary(session, studies.refresh(session, s)) for s in studies.list_studies(session, key, 500)]
     return render(request, "survey/researcher_list.html", {"title": "Studies", "studies": rows, "key": key})
 
 
@@ -91,7 +91,7 @@ def survey_page(study_id: str, request: Request, session: Session = Depends(get_
     if key is None:
         return _login_redirect(request)
     study = studies.get_study(session, study_id)
-    if study is None:
+    if study is None or not access.can_see(session, key, study):
         return message(request, "Study not found", f"There is no study {excerpt(study_id, 40)!r}.", 404,
                        link="/researcher/surveys", link_text="All studies")
     study = studies.refresh(session, study)
@@ -116,7 +116,7 @@ def survey_close(study_id: str, request: Request, csrf: Annotated[str | None, Fo
         return message(request, "Not closed", "The form's CSRF token is missing or does not match your session; "
                        "reload the study page and try again.", 403, link=f"/researcher/surveys/{study_id}")
     study = studies.get_study(session, study_id)
-    if study is None:
+    if study is None or not access.can_see(session, key, study):
         return message(request, "Study not found", f"There is no study {excerpt(study_id, 40)!r}.", 404)
     try:
         studies.close_study(session, studies.refresh(session, study))

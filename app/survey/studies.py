@@ -353,8 +353,11 @@ def get_study(session: Session, study_id: str) -> Study | None:
     return session.get(Study, study_id) if is_row_id(study_id) else None
 
 
-def list_studies(session: Session, limit: int = 100) -> list[Study]:
-    return list(session.scalars(select(Study).order_by(Study.created_at.desc(), Study.id.desc()).limit(limit)))
+def list_studies(session: Session, key, limit: int = 100) -> list[Study]:
+    """Newest first, only those ``key`` may see (``app.survey.access``)."""
+    from app.survey.access import studies_query
+
+    return list(session.scalars(studies_query(key, limit)))
 
 
 def links(study: Study, base_url: str = "") -> dict:
