@@ -47,6 +47,8 @@ ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "422"]
 def _config(plaintext: str, max_examples: int) -> SchemathesisConfig:
     return SchemathesisConfig.from_dict({
         "seed": 20261201,
+        # No .schemathesis/ cache of earlier runs: each run is the same, and writes nothing in the checkout.
+        "cache": {"enabled": False},
         "headers": {"Authorization": f"Bearer {plaintext}"},
         "generation": {"max-examples": max_examples},
         # At most a few events from a stream that would otherwise wait for a worker.
@@ -84,6 +86,55 @@ def _schema(service, max_examples: int):
 @pytest.fixture(scope="module")
 def api_schema(service):
     return _schema(service, 40)
+
+
+def test_the_document_says_what_the_edge_answers(service, tmp_path):
+    """The answers no route declares itself, documented on every operation they can come from."""
+    from app.main import create_app
+
+    doc = service[0].openapi()
+    paths = doc["paths"]
+    for path, item in paths.items():
+        for method, op in item.items():
+            responses = op["responses"]
+            assert "400" in responses, (method, path)  # EdgeGuard's URL check, on every route
+            if "requestBody" in op:
+                assert {"413", "415", "422"} <= set(responses), (method, path)
+            for code, response in responses.items():
+                if code.startswith(("4", "5")) and code not in ("422", "503"):
+                    assert list(response["content"]) == ["application/problem+json"], (method, path, code)
+            for parameter in op.get("parameters", []):
+                if parameter["in"] == "path" and parameter["name"].endswith("_id"):
+                    assert parameter["schema"]["pattern"] == "^[0-9a-f]{32}$"
+    # One event of the stream, as an EventSource reads it; not "a JSON string".
+    stream = paths["/v1/generations/{job_id}/events"]["get"]["responses"]["200"]["content"]
+    assert list(stream) == ["text/event-stream"]
+    assert stream["text/event-stream"]["schema"]["properties"]["event"]["enum"] == ["progress", "done"]
+    # A key is optional for generation here (no RGUIDE_REQUIRE_KEY_FOR_GENERATION), required for surveys.
+    assert {} in paths["/v1/generations"]["post"]["security"]
+    assert {} in paths["/v1/generations/{job_id}"]["get"]["security"]
+    for path, item in paths.items():
+        if path.startswith("/v1/surveys"):
+            for op in item.values():
+                assert op["security"] and {} not in op["security"], path
+    locked = create_app(make_settings(tmp_path, generation_requires_key=True, redis_url=None,
+                                      database_url=f"sqlite:///{tmp_path / 'locked.db'}"), run_reaper=False)
+    assert {} not in locked.openapi()["paths"]["/v1/generations"]["post"]["security"]
+
+
+def test_405_names_every_method_of_the_path(service):
+    """GET and POST /v1/surveys are two routes: Starlette's own 405 named only the first one's method."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(service[0])
+    for method, url, allowed in [("OPTIONS", "/v1/surveys", "GET, POST"), ("DELETE", "/v1/generations", "GET, POST"),
+                                 ("PUT", "/v1/generations/0123456789abcdef0123456789abcdef", "GET"),
+                                 ("DELETE", "/v1/surveys/0123456789abcdef0123456789abcdef/close", "POST")]:
+        r = client.request(method, url)
+        assert r.status_code == 405, (method, url)
+        assert r.headers["allow"] == allowed, (method, url)
+        assert r.headers["content-type"] == "application/problem+json"
+        assert allowed in r.json()["detail"]
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["valid", "invalid"])

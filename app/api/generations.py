@@ -125,8 +125,8 @@ SSE_EVENT = {
     "properties": {
         "event": {"type": "string", "enum": ["progress", "done"]},
         "data": {"type": "string", "contentMediaType": "application/json",
-                 "description": "progress: {status, progress, progress_step, progress_total, ...}; "
-                                "done: the job resource"},
+                 "description": "progress: {id, status, progress, progress_step, progress_total, "
+                                "cancel_requested, error}; done: the job resource"},
         "id": {"type": "string", "description": "status:step for progress, the final status for done"},
         "retry": {"type": "integer", "minimum": 0},
     },
