@@ -18,6 +18,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from worker.ids import ROW_ID
+
 log = logging.getLogger("rguide.api")
 PROBLEM = "application/problem+json"
 ECHO_LIMIT = 120  # characters of a bad input that an error shows back
@@ -81,9 +83,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else None
-        return problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Several routes may share a path (GET and POST /v1/surveys are two functions); Allow names them all.
+            methods = allowed_methods(request.app, request.scope)
+            if methods:
+                headers["Allow"] = ", ".join(methods)
+                detail = f"{request.method} is not allowed here; use {', '.join(methods)}"
+        return problem(exc.status_code, detail, headers=headers or None)
 
-    _document_unparseable_bodies(app)
+    _document_edge_answers(app)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -91,24 +100,99 @@ def install(app: FastAPI) -> None:
         return problem(500, "internal error; the server log has the details")
 
 
-def _document_unparseable_bodies(app: FastAPI) -> None:
-    """Every operation with a body answers 400 when the body is not JSON at all
-    (FastAPI's own check, before validation); say so in the OpenAPI schema."""
+PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
+
+
+def _problem_response(description: str) -> dict:
+    return {"description": description, "content": {PROBLEM: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}}}
+
+
+def _document_edge_answers(app: FastAPI) -> None:
+    """Say in the OpenAPI schema what every operation can answer besides its own responses.
+
+    * 400 on every operation: EdgeGuard refuses a URL with a control character
+      in its path or query, whatever the route; an operation with a body also
+      answers 400 when the body is not JSON at all (FastAPI's own check);
+    * 413 and 415 on every operation with a body (EdgeGuard: too large, not JSON);
+    * error responses as ``application/problem+json`` with the Problem schema,
+      the one media type they are sent as (FastAPI files a ``model`` under
+      ``application/json``);
+    * the one id format (``worker.ids``) on every ``..._id`` path parameter;
+    * ``{}`` among the security requirements of the generation operations when
+      this server lets anonymous clients generate (``generation_access``), so
+      the document does not claim a key is needed where none is.
+    """
     generate = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema:
             return app.openapi_schema
         schema = generate()
-        problem_schema = {"type": "object", "required": ["type", "title", "status"], "properties": {
-            "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-            "detail": {"type": "string"}}}
-        for item in schema.get("paths", {}).values():
-            for operation in item.values():
-                if isinstance(operation, dict) and "requestBody" in operation:
-                    operation.setdefault("responses", {}).setdefault("400", {
-                        "description": "the body could not be parsed (not JSON, or not UTF-8)",
-                        "content": {PROBLEM: {"schema": problem_schema}}})
+        schema.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+            "Problem", {"type": "object", "required": ["title", "status"], "properties": {
+                "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                "detail": {"type": "string"}}})
+        optional_auth = _optional_auth_operations(app)
+        for path, item in schema.get("paths", {}).items():
+            for method, operation in item.items():
+                if not isinstance(operation, dict) or "responses" not in operation:
+                    continue
+                responses = operation["responses"]
+                for response in responses.values():
+                    if PROBLEM in response.get("content", {}):
+                        response["content"] = {PROBLEM: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}}
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("in") == "path" and parameter["name"].endswith("_id"):
+                        # worker/ids.py: every id this API hands out; any other value names nothing (404).
+                        parameter["schema"].setdefault("pattern", f"^{ROW_ID.pattern}$")
+                if "requestBody" in operation:
+                    responses.setdefault("400", _problem_response(
+                        "the URL holds a control character, or the body could not be parsed (not JSON, "
+                        "or not UTF-8)"))
+                    responses.setdefault("413", _problem_response(
+                        "the body is larger than this server's limit (RGUIDE_MAX_BODY_BYTES)"))
+                    responses.setdefault("415", _problem_response("the body is not JSON (Content-Type)"))
+                else:
+                    responses.setdefault("400", _problem_response(
+                        "the URL holds a control character (e.g. a NUL byte)"))
+                if (method.upper(), path) in optional_auth and operation.get("security"):
+                    if {} not in operation["security"]:
+                        operation["security"].append({})
+        app.openapi_schema = schema
         return schema
 
     app.openapi = openapi
+
+
+def _optional_auth_operations(app: FastAPI) -> set[tuple[str, str]]:
+    """(METHOD, path) of the routes where a key is optional on this server (generation_access without
+    RGUIDE_REQUIRE_KEY_FOR_GENERATION)."""
+    from fastapi import routing
+    from fastapi.routing import APIRoute
+
+    from app.auth import generation_access
+
+    if app.state.settings.generation_requires_key:
+        return set()
+
+    def uses(dependant) -> bool:
+        return any(d.call is generation_access or uses(d) for d in dependant.dependencies)
+
+    if hasattr(routing, "iter_route_contexts"):  # FastAPI >= 0.16x wraps included routers
+        found = [(c.path_format, c.original_route) for c in routing.iter_route_contexts(app.routes)]
+    else:
+        found = [(getattr(r, "path_format", None), r) for r in app.routes]
+    return {(method, path) for path, route in found if isinstance(route, APIRoute) and uses(route.dependant)
+            for method in route.methods}
+
+
+CANDIDATE_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(app, scope) -> list[str]:
+    """Every method some route serves at this request's path (Starlette's 405 names only the first route's:
+    GET and POST /v1/surveys are two routes)."""
+    from starlette.routing import Match
+
+    return [method for method in CANDIDATE_METHODS
+            if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in app.router.routes)]

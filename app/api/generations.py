@@ -78,7 +78,10 @@ def create_generation(
             responses=problem_responses(401))
 def list_generations(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+    # The pattern is documented, not enforced here: jobs.decode_cursor refuses anything it did not issue
+    # with a 422 naming the cursor.
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page",
+                                        json_schema_extra={"pattern": "^[A-Za-z0-9_-]*$"})] = None,
     status: Annotated[Status | None, Query()] = None,
     key: ApiKey | None = Depends(generation_access),
     session: Session = Depends(get_db), settings: Settings = Depends(get_settings),
@@ -114,6 +117,22 @@ def cancel_generation(job_id: str, key: ApiKey | None = Depends(generation_acces
     return serialize.generation(job)
 
 
+# One server-sent event as a client's parser reads it (OpenAPI 3.1: the schema of a
+# text/event-stream describes each event): `data` is JSON text, a progress snapshot or,
+# for `done`, the whole job resource (GenerationOut).
+SSE_EVENT = {
+    "type": "object", "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["progress", "done"]},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "description": "progress: {id, status, progress, progress_step, progress_total, "
+                                "cancel_requested, error}; done: the job resource"},
+        "id": {"type": "string", "description": "status:step for progress, the final status for done"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+
+
 def _format_event(event: str, data: dict, event_id: str | None = None) -> str:
     lines = [f"event: {event}"]
     if event_id:
@@ -127,8 +146,9 @@ def _format_event(event: str, data: dict, event_id: str | None = None) -> str:
             description="`progress` events (status, progress, step counts) whenever they change, then one "
                         "`done` event carrying the whole job resource when it succeeds, fails or is canceled; "
                         "then the stream ends. A comment line is sent every 15 s to keep proxies from timing out.",
-            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
-                              "description": "an event stream"}, **problem_responses(401, 404)})
+            responses={200: {"content": {"text/event-stream": {"schema": SSE_EVENT}},
+                              "description": "an event stream: `progress` events, then one `done` event"},
+                       **problem_responses(401, 404)})
 async def generation_events(job_id: str, request: Request, key: ApiKey | None = Depends(generation_access),
                             settings: Settings = Depends(get_settings)) -> StreamingResponse:
     Session = request.app.state.sessions
