@@ -17,15 +17,14 @@ classifier kind is its module (a builder and a provider class) plus one
 """
 from __future__ import annotations
 
-import importlib
-import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from model_core.registry import LazyRegistry
 
 if TYPE_CHECKING:
     import torch
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 DEFAULT_KIND = "adm_classifier"
 
 
@@ -54,41 +53,9 @@ class ProviderKind:
     summary: str
 
 
-_KINDS: dict[str, ProviderKind] = {}
-
-
-def register(kind: ProviderKind, *, replace: bool = False) -> ProviderKind:
-    if not NAME_PATTERN.match(kind.name):
-        raise ValueError(f"classifier kind {kind.name!r} must be 1-32 characters of a-z, 0-9 and _, starting "
-                         "with a letter")
-    if ":" not in kind.target:
-        raise ValueError(f"classifier kind {kind.name!r}: target {kind.target!r} must be 'module:attribute'")
-    if kind.name in _KINDS and not replace:
-        raise ValueError(f"classifier kind {kind.name!r} is already registered")
-    _KINDS[kind.name] = kind
-    return kind
-
-
-def unregister(name: str) -> None:
-    _KINDS.pop(name, None)
-
-
-def kinds() -> tuple[str, ...]:
-    return tuple(_KINDS)
-
-
-def get(name: str | None) -> ProviderKind:
-    """The kind of that name; ``None`` means the default (``adm_classifier``)."""
-    try:
-        return _KINDS[DEFAULT_KIND if name is None else name]
-    except (KeyError, TypeError):
-        raise ValueError(f"classifier kind {name!r} is unknown; choose one of {', '.join(_KINDS)}") from None
-
-
-def load(name: str | None) -> Callable[..., GuidanceProvider]:
-    """The kind's builder (imports its module, and so torch)."""
-    module, _, attr = get(name).target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+_KINDS: LazyRegistry[ProviderKind] = LazyRegistry("classifier kind", default=DEFAULT_KIND)
+# get(None) is the default kind; load(name) imports the kind's builder (and so torch).
+register, unregister, kinds, get, load = (_KINDS.register, _KINDS.unregister, _KINDS.names, _KINDS.get, _KINDS.load)
 
 
 def as_provider(obj: Any) -> GuidanceProvider:

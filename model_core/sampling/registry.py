@@ -21,12 +21,10 @@ Plugins and tests may also ``register`` at run time (and ``unregister``).
 """
 from __future__ import annotations
 
-import importlib
-import re
 from dataclasses import dataclass
-from typing import Any
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+from model_core.registry import LazyRegistry
+
 
 
 @dataclass(frozen=True)
@@ -39,45 +37,14 @@ class SamplerInfo:
     spacing_prefix: str | None = None  # a steps spec starting with this ("ddim25") implies this sampler
 
 
-_REGISTRY: dict[str, SamplerInfo] = {}
-
-
-def register(info: SamplerInfo, *, replace: bool = False) -> SamplerInfo:
-    if not NAME_PATTERN.match(info.name):
-        raise ValueError(f"sampler name {info.name!r} must be 1-32 characters of a-z, 0-9 and _, starting "
-                         "with a letter")
-    if ":" not in info.target:
-        raise ValueError(f"sampler {info.name!r}: target {info.target!r} must be 'module:attribute'")
-    if info.name in _REGISTRY and not replace:
-        raise ValueError(f"sampler {info.name!r} is already registered")
-    _REGISTRY[info.name] = info
-    return info
-
-
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
-
-
-def names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
-
-
-def get(name: str) -> SamplerInfo:
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"sampler {name!r} is unknown; choose one of {', '.join(_REGISTRY)}") from None
-
-
-def load(name: str) -> Any:
-    """The sampler's implementation (imports its module, and so torch)."""
-    module, _, attr = get(name).target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+_REGISTRY: LazyRegistry[SamplerInfo] = LazyRegistry("sampler")
+register, unregister, names, get, load = (_REGISTRY.register, _REGISTRY.unregister, _REGISTRY.names, _REGISTRY.get,
+                                          _REGISTRY.load)
 
 
 def implied_by_spacing(spec: str) -> str | None:
     """The sampler a steps spec names by its prefix (``ddim25`` -> ``ddim``), if any."""
-    for info in _REGISTRY.values():
+    for info in _REGISTRY:
         if info.spacing_prefix and spec.startswith(info.spacing_prefix):
             return info.name
     return None
