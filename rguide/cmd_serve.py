@@ -9,6 +9,7 @@ head (Alembic) on start, under a lock.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -328,18 +329,26 @@ def run_worker(args: argparse.Namespace) -> int:
 
 # -- keys ----------------------------------------------------------------------------------
 
-def run_keys_create(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def _key_store(args: argparse.Namespace):
+    """A session on the migrated database; a ValueError inside (no such key or study) is a CLI error."""
     settings = _settings(args)
     _migrate(settings)
-    from app.keys import create_key
     from worker.db import session_scope
 
     try:
         with session_scope(settings.database_url) as s:
-            key, plaintext = create_key(s, args.name, admin=args.admin)
-            key_id, prefix = key.id, key.prefix
+            yield s
     except ValueError as exc:
         raise CLIError(str(exc)) from None
+
+
+def run_keys_create(args: argparse.Namespace) -> int:
+    from app.keys import create_key
+
+    with _key_store(args) as s:
+        key, plaintext = create_key(s, args.name, admin=args.admin)
+        key_id, prefix = key.id, key.prefix
     print(plaintext)
     print(f"created API key {key_id} (prefix {prefix}) for {args.name!r}; this is the only time it is shown. "
           f"Send it as 'Authorization: Bearer <key>'.", file=sys.stderr)
@@ -347,12 +356,9 @@ def run_keys_create(args: argparse.Namespace) -> int:
 
 
 def run_keys_list(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    _migrate(settings)
     from app.keys import list_keys
-    from worker.db import session_scope
 
-    with session_scope(settings.database_url) as s:
+    with _key_store(args) as s:
         rows = list_keys(s)
         if not rows:
             print("no API keys; create one with: rguide keys create --name NAME")
@@ -365,39 +371,26 @@ def run_keys_list(args: argparse.Namespace) -> int:
 
 
 def run_keys_revoke(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    _migrate(settings)
     from app.keys import revoke_key
-    from worker.db import session_scope
 
-    try:
-        with session_scope(settings.database_url) as s:
-            key = revoke_key(s, args.key)
-            print(f"revoked API key {key.id} ({key.name})")
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    with _key_store(args) as s:
+        key = revoke_key(s, args.key)
+        print(f"revoked API key {key.id} ({key.name})")
     return 0
 
 
 def run_keys_grant(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    _migrate(settings)
     from app.keys import lookup_key
     from app.survey import access
     from app.survey.studies import get_study
-    from worker.db import session_scope
 
-    try:
-        with session_scope(settings.database_url) as s:
-            study = get_study(s, args.study)
-            if study is None:
-                raise ValueError(f"no study with id {args.study!r}")
-            key = lookup_key(s, args.key)
-            changed = access.grant(s, study, key) if args.grant else access.revoke_grant(s, study, key)
-            verb = ("granted" if changed else "already had access to") if args.grant else \
-                ("took back the grant of" if changed else "had no grant for")
-            print(f"key {key.prefix}... ({key.name}) {verb} study {study.id}")
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    with _key_store(args) as s:
+        study = get_study(s, args.study)
+        if study is None:
+            raise ValueError(f"no study with id {args.study!r}")
+        key = lookup_key(s, args.key)
+        changed = access.grant(s, study, key) if args.grant else access.revoke_grant(s, study, key)
+        verb = ("granted" if changed else "already had access to") if args.grant else \
+            ("took back the grant of" if changed else "had no grant for")
+        print(f"key {key.prefix}... ({key.name}) {verb} study {study.id}")
     return 0
-

@@ -14,6 +14,7 @@ each other's jobs. All are dropped at the end of the session.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -106,6 +107,31 @@ def postgres() -> PostgresServer:
 
 
 # -- a service environment: settings + worker processes -----------------------------------------
+
+@contextlib.contextmanager
+def sqlite_api(tmp: Path, **overrides):
+    """The API in-process (TestClient) on SQLite and the filesystem broker, no reaper, no workers."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from worker import db
+
+    settings = make_settings(tmp, **{"database_url": f"sqlite:///{tmp / 'api.db'}",
+                                     "broker_url": "filesystem://localhost/", "redis_url": None, **overrides})
+    with TestClient(create_app(settings, run_reaper=False)) as client:
+        client.settings = settings
+        yield client
+    db.dispose_engines()
+
+
+def count_jobs(client) -> int:
+    from sqlalchemy import func, select
+
+    from worker.models import Job
+
+    with client.app.state.sessions() as s:
+        return s.scalar(select(func.count()).select_from(Job))
+
 
 def make_settings(tmp: Path, **overrides):
     from worker.config import Settings

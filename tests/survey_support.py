@@ -7,6 +7,7 @@ browser test and the PostgreSQL test use real worker processes instead.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,21 @@ FAST = {"preset": "tiny", "steps": "ddim4", "seed": 11}
 def sqlite_settings(tmp_path: Path, **overrides):
     return make_settings(tmp_path, database_url=f"sqlite:///{tmp_path / 'survey.db'}",
                          broker_url="filesystem://localhost/", redis_url=None, **overrides)
+
+
+@contextlib.contextmanager
+def survey_api(tmp_path: Path):
+    """The app on SQLite with a researcher key: ``client.key`` and its header ``client.hdr``."""
+    from app.main import create_app
+    from worker import db
+
+    settings = sqlite_settings(tmp_path)
+    with TestClient(create_app(settings, run_reaper=False)) as client:
+        client.settings = settings
+        client.key = new_key(settings)
+        client.hdr = {"Authorization": f"Bearer {client.key}"}
+        yield client
+    db.dispose_engines()
 
 
 def new_key(settings, name: str = "researcher") -> str:

@@ -8,10 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import func, select
 
-from conftest import make_settings
-from worker import db
+from conftest import count_jobs, sqlite_api
 
 NUL_PATHS = ["/v1/generations/%00", "/v1/generations/ab%00cd", "/v1/images/%00.png", "/v1/surveys/%00",
              "/v1/generations?cursor=%00", "/v1/generations?cursor=abc%00", "/s/%00", "/researcher/surveys/%00"]
@@ -50,23 +48,11 @@ def test_ids_of_the_wrong_shape_are_not_found_without_a_query(pg_client):
 
 @pytest.fixture
 def api(tmp_path):
-    settings = make_settings(tmp_path, database_url=f"sqlite:///{tmp_path / 'api.db'}",
-                             broker_url="filesystem://localhost/", redis_url=None, max_body_bytes=64 * 1024)
-    from fastapi.testclient import TestClient
-
-    from app.main import create_app
-
-    with TestClient(create_app(settings, run_reaper=False)) as client:
-        client.settings = settings
+    with sqlite_api(tmp_path, max_body_bytes=64 * 1024) as client:
         yield client
-    db.dispose_engines()
 
 
-def _jobs(client) -> int:
-    from worker.models import Job
-
-    with client.app.state.sessions() as s:
-        return s.scalar(select(func.count()).select_from(Job))
+_jobs = count_jobs
 
 
 def test_a_large_body_is_refused_before_it_is_read_and_the_answer_is_small(api):

@@ -6,29 +6,18 @@ import sys
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
 
-from conftest import REPO, make_settings
+from conftest import REPO, count_jobs, make_settings, sqlite_api
 from worker import db
 
 
 @pytest.fixture
 def api(tmp_path):
-    settings = make_settings(tmp_path, database_url=f"sqlite:///{tmp_path / 'api.db'}",
-                             broker_url="filesystem://localhost/", redis_url=None)
-    from app.main import create_app
-
-    with TestClient(create_app(settings, run_reaper=False)) as client:
-        client.settings = settings
+    with sqlite_api(tmp_path) as client:
         yield client
-    db.dispose_engines()
 
 
-def _jobs(client) -> int:
-    from worker.models import Job
-
-    with client.app.state.sessions() as s:
-        return s.scalar(select(func.count()).select_from(Job))
+_jobs = count_jobs
 
 
 def _broker_messages(client) -> int:

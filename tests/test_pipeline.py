@@ -4,7 +4,6 @@ import shlex
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from model_core.images import read_png_metadata

@@ -7,7 +7,6 @@ a noise draw missing at t=0, or DDIM's eps shift.
 """
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

@@ -9,21 +9,15 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-from survey_support import create_study, new_key, open_study, sqlite_settings
+from survey_support import create_study, new_key, open_study, survey_api
 
 from worker import db
 
 
 @pytest.fixture
 def api(tmp_path):
-    settings = sqlite_settings(tmp_path)
-    from app.main import create_app
-
-    with TestClient(create_app(settings, run_reaper=False)) as client:
-        client.settings = settings
-        client.key = new_key(settings)
+    with survey_api(tmp_path) as client:
         yield client
-    db.dispose_engines()
 
 
 def _mac(key: str, message: str) -> str:

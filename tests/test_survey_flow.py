@@ -13,11 +13,10 @@ from survey_support import (
     Rater,
     create_study,
     field_value,
-    new_key,
     open_study,
     run_queued_jobs,
     snapshot,
-    sqlite_settings,
+    survey_api,
 )
 
 from worker import db
@@ -25,15 +24,8 @@ from worker import db
 
 @pytest.fixture
 def api(tmp_path):
-    settings = sqlite_settings(tmp_path)
-    from app.main import create_app
-
-    with TestClient(create_app(settings, run_reaper=False)) as client:
-        client.settings = settings
-        client.key = new_key(settings)
-        client.hdr = {"Authorization": f"Bearer {client.key}"}
+    with survey_api(tmp_path) as client:
         yield client
-    db.dispose_engines()
 
 
 def _votes(api):
