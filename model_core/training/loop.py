@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from model_core.errors import SettingError
 from model_core.files import atomic_write, atomic_write_text
 
 STATE_FILE = "state.pt"
@@ -36,8 +37,8 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 
 
-class RunConfigMismatch(ValueError):
-    """The run directory holds a checkpoint of a different configuration."""
+class RunConfigMismatch(SettingError):
+    """The run directory (setting ``out``) holds a checkpoint of a different configuration."""
 
 
 # -- schedules and randomness -----------------------------------------------------
@@ -115,7 +116,7 @@ class EMA:
 
 # -- time limits ------------------------------------------------------------------
 class Deadline:
-    """``--max-minutes``: stop cleanly (with a checkpoint) once the budget is spent."""
+    """``max_minutes``: stop cleanly (with a checkpoint) once the budget is spent."""
 
     def __init__(self, max_minutes: float | None):
         self.max_seconds = None if max_minutes is None else float(max_minutes) * 60.0
@@ -181,8 +182,8 @@ class RunDir:
                 diffs.append("data fingerprint changed")
             if diffs:
                 raise RunConfigMismatch(
-                    f"{self.path} holds a checkpoint of a different run ({'; '.join(diffs[:6])}); "
-                    f"use another --out directory, or delete {self.state_path} to start over")
+                    "out", f"{self.path} holds a checkpoint of a different run ({'; '.join(diffs[:6])}); "
+                    f"use another run directory ({{out}}), or delete {self.state_path} to start over")
             info = {**info, "wall_seconds": state.get("wall_seconds", 0.0), "resumed_at_steps":
                     state.get("resumed_at_steps", []) + [state["step"]]}
         atomic_json(self.path / RUN_FILE, info)
