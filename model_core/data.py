@@ -188,7 +188,7 @@ def load_mnist(split: str = "train") -> ImageDataset:
 
 def _scale(arr: np.ndarray, value_range: str, where: str) -> np.ndarray:
     if value_range not in VALUE_RANGES:
-        raise DatasetError(f"value_range must be one of {VALUE_RANGES}, got {value_range!r}")
+        raise DataSettingError("value_range", f"{{value_range}} must be one of {VALUE_RANGES}, got {value_range!r}")
     if not np.isfinite(arr).all():
         raise DatasetError(f"{where}: images contain NaN or infinite values")
     lo, hi = float(arr.min()), float(arr.max())

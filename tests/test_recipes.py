@@ -188,3 +188,17 @@ def test_a_presets_feature_weights_variable_is_read(monkeypatch, tmp_path):
     preset = SimpleNamespace(name="p", extra={"evaluation": {"real_data": "mnist", "features": {
         "kind": "digits", "env": "RGUIDE_TEST_FEATURES"}}})
     assert evaluation_setup(preset, EvalSettings(preset="p")) == ("digits", str(tmp_path / "f.pt"), "mnist", "test")
+
+
+
+def test_feature_weights_and_value_range_messages_name_their_settings(tmp_path):
+    import numpy as np
+
+    from model_core.data import load_npz
+    from model_core.evaluation.metrics import load_extractor
+
+    with pytest.raises(SettingError, match="give feature_weights$"):
+        load_extractor("digits", None)
+    np.savez(tmp_path / "d.npz", images=np.zeros((2, 4, 4), dtype=np.uint8), labels=np.array([0, 1]))
+    with pytest.raises(DatasetError, match="^value_range must be one of"):
+        load_npz(tmp_path / "d.npz", value_range="0-9")
