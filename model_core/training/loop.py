@@ -211,11 +211,6 @@ class RunDir:
         atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
-def state_dict_fp32(model: torch.nn.Module | dict) -> dict[str, torch.Tensor]:
-    sd = model.state_dict() if isinstance(model, torch.nn.Module) else model
-    return {k: (v.detach().float() if v.dtype.is_floating_point else v.detach()).cpu().clone() for k, v in sd.items()}
-
-
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
