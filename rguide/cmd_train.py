@@ -198,11 +198,11 @@ def run_diffusion(args: argparse.Namespace) -> int:
 
 def _train(fn, cfg, args):
     from model_core.data import DatasetError
-    from model_core.training.loop import RunConfigMismatch
+    from model_core.errors import SettingError
 
     try:
         return fn(cfg, args.out, max_minutes=args.max_minutes, progress=not args.no_progress, device=args.device)
-    except (DatasetError, RunConfigMismatch) as exc:
+    except (DatasetError, SettingError) as exc:  # SettingError: a RunConfigMismatch, data that do not fit the model
         raise _error(exc) from None
 
 

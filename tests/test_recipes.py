@@ -202,3 +202,12 @@ def test_feature_weights_and_value_range_messages_name_their_settings(tmp_path):
     np.savez(tmp_path / "d.npz", images=np.zeros((2, 4, 4), dtype=np.uint8), labels=np.array([0, 1]))
     with pytest.raises(DatasetError, match="^value_range must be one of"):
         load_npz(tmp_path / "d.npz", value_range="0-9")
+
+
+def test_data_that_do_not_fit_the_model_is_a_clear_cli_error(tmp_path, capsys):
+    import numpy as np
+
+    np.savez(tmp_path / "rgb.npz", images=np.zeros((4, 28, 28, 3), dtype=np.uint8), labels=np.array([0, 1, 0, 1]))
+    assert main(["train-classifier", "--preset", "demo", "--data", str(tmp_path / "rgb.npz"), "--steps", "1",
+                 "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert "--data has 3 channels but the model config (--model-config) says in_channels=1" in capsys.readouterr().err

@@ -82,11 +82,11 @@ def _load_data(cfg: ClassifierTrainConfig, split: str) -> ImageDataset:
 def _check_data_fits(ds: ImageDataset, cfg: ClassifierTrainConfig) -> None:
     m = cfg.model
     if ds.in_channels != int(m.get("in_channels", 3)):
-        raise ValueError(f"the data has {ds.in_channels} channels but the model config says "
-                         f"in_channels={m.get('in_channels', 3)}")
+        raise SettingError("data", f"{{data}} has {ds.in_channels} channels but the model config ({{model}}) says "
+                                   f"in_channels={m.get('in_channels', 3)}", also=("model",))
     if ds.num_classes > int(m["num_classes"]):
-        raise ValueError(f"the data has {ds.num_classes} classes but the model config says "
-                         f"num_classes={m['num_classes']}")
+        raise SettingError("data", f"{{data}} has {ds.num_classes} classes but the model config ({{model}}) says "
+                                   f"num_classes={m['num_classes']}", also=("model",))
 
 
 def build_classifier(model_cfg: dict) -> torch.nn.Module:

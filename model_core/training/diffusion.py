@@ -75,11 +75,12 @@ def train_diffusion(cfg: DiffusionTrainConfig, out: str | Path, *, max_minutes: 
         cfg.data, split="train", holdout=cfg.holdout, image_size=int(m["image_size"]),
         channels=int(m.get("in_channels", 3)), value_range=cfg.value_range)
     if ds.in_channels != int(m.get("in_channels", 3)):
-        raise ValueError(f"the data has {ds.in_channels} channels but the model has in_channels="
-                         f"{m.get('in_channels', 3)}")
+        raise SettingError("data", f"{{data}} has {ds.in_channels} channels but the model ({{model}}) has "
+                                   f"in_channels={m.get('in_channels', 3)}", also=("model",))
     class_cond = bool(m.get("class_cond", False))
     if class_cond and ds.num_classes > int(m["num_classes"]):
-        raise ValueError(f"the data has {ds.num_classes} classes but the model has num_classes={m['num_classes']}")
+        raise SettingError("data", f"{{data}} has {ds.num_classes} classes but the model ({{model}}) has "
+                                   f"num_classes={m['num_classes']}", also=("model",))
     diffusion = create_diffusion(cfg.process)
     T = diffusion.num_timesteps
     edges = bucket_edges(T, cfg.timestep_buckets)
