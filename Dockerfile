@@ -18,13 +18,22 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 
-# Dependencies first (cached across code changes), then the code.
-COPY pyproject.toml README.md ./
-RUN mkdir -p model_core worker app rguide \
+# Dependencies first (cached across code changes): an editable install of empty
+# package stubs pulls every dependency of pyproject.toml without the code.
+COPY pyproject.toml README.md /src/
+RUN cd /src && mkdir -p model_core worker app rguide \
     && touch model_core/__init__.py worker/__init__.py app/__init__.py rguide/__init__.py \
     && pip install -e ".[postgres]"
-COPY . .
-RUN pip install --no-deps -e . \
+# Then the service itself, not editable: pip replaces the stubs' editable install
+# with the built package, which carries its templates, static files, migrations and
+# bundled weights, so nothing runs from a source tree. The image keeps only
+# alembic.ini and migrations/ in /app, for the compose `migrate` service's
+# `alembic upgrade head` (rguide api/worker migrate from the installed package).
+COPY . /src
+RUN pip install --no-deps /src \
+    && cp -r /src/alembic.ini /src/migrations /app/ \
+    && rm -rf /src \
+    && python -c "import app, worker; assert '/src/' not in app.__file__ + worker.__file__" \
     && useradd --create-home --uid 1000 rguide \
     && mkdir -p /data/media /checkpoints \
     && chown -R rguide /data

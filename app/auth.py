@@ -72,13 +72,32 @@ def generation_access(request: Request, key: ApiKey | None = Depends(optional_ap
     return key
 
 
-def rate_limited_generation_access(request: Request,
-                                   key: ApiKey | None = Depends(generation_access)) -> ApiKey | None:
-    identity = f"key:{key.id}" if key is not None else f"ip:{request.client.host if request.client else 'unknown'}"
-    allowed, retry_after = request.app.state.rate_limiter.hit(identity)
+def client_identity(request: Request, key: ApiKey | None) -> str:
+    """Whom a request counts against: its API key, else its client address.
+
+    The address is the socket's peer unless the server was told to believe a
+    proxy (``RGUIDE_TRUSTED_PROXIES``, applied by uvicorn), so a client cannot
+    pick its own identity with X-Forwarded-For.
+    """
+    return f"key:{key.id}" if key is not None else f"ip:{request.client.host if request.client else 'unknown'}"
+
+
+def _count(request: Request, identity: str) -> None:
+    limiter = request.app.state.rate_limiter
+    allowed, retry_after = limiter.hit(identity)
     if not allowed:
-        limiter = request.app.state.rate_limiter
         raise HTTPException(429, f"rate limit exceeded: at most {limiter.limit} requests per "
                                  f"{limiter.window:g} s; retry in {retry_after} s",
                             headers={"Retry-After": str(retry_after)})
+
+
+def rate_limited_generation_access(request: Request,
+                                   key: ApiKey | None = Depends(generation_access)) -> ApiKey | None:
+    _count(request, client_identity(request, key))
+    return key
+
+
+def rate_limited_api_key(request: Request, key: ApiKey = Depends(require_api_key)) -> ApiKey:
+    """A researcher key, counted against the same per-key budget as generations (a study queues many jobs)."""
+    _count(request, client_identity(request, key))
     return key

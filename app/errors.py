@@ -7,6 +7,7 @@ human-readable ``detail``.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 from http import HTTPStatus
@@ -19,6 +20,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("rguide.api")
 PROBLEM = "application/problem+json"
+ECHO_LIMIT = 120  # characters of a bad input that an error shows back
+
+
+def excerpt(value, limit: int = ECHO_LIMIT):
+    """``value`` itself when short; else the start of its JSON text, marked as cut.
+
+    An error names what was wrong without sending a large body back to its sender.
+    """
+    if isinstance(value, (bool, int, float)) or value is None:
+        return value
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    if len(text) <= limit:
+        return value
+    return f"{text[:limit]}... ({len(text)} characters in all)"
 
 
 def problem(status: int, detail: str | None = None, headers: dict[str, str] | None = None,
@@ -55,7 +70,13 @@ def _json_safe(value):
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+        found = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in found):
+            # Not JSON at all: the 400 the OpenAPI promises, not a field-by-field 422.
+            where = next(e for e in found if e.get("type") == "json_invalid").get("ctx", {}).get("error", "")
+            return problem(400, f"the body is not valid JSON{': ' + str(where)[:ECHO_LIMIT] if where else ''}")
+        short = [{**e, "input": excerpt(e["input"])} if "input" in e else e for e in found]
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(short))}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -14,7 +14,7 @@ import secrets
 import uuid
 from datetime import datetime
 
-from sqlalchemy import String, select
+from sqlalchemy import Boolean, String, false, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from worker.db import Base, UTCDateTime, utcnow
@@ -32,6 +32,8 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # An admin key reads and closes every lab's studies; others only their own and those granted to them.
+    is_admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
 
     @property
     def active(self) -> bool:
@@ -42,7 +44,7 @@ def hash_key(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
 
 
-def create_key(session: Session, name: str) -> tuple[ApiKey, str]:
+def create_key(session: Session, name: str, *, admin: bool = False) -> tuple[ApiKey, str]:
     """A new key row and the plaintext key, which is never stored and cannot be shown again."""
     name = name.strip()
     if not name:
@@ -50,7 +52,8 @@ def create_key(session: Session, name: str) -> tuple[ApiKey, str]:
     if len(name) > 255:
         raise ValueError("--name is longer than 255 characters")
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(id=uuid.uuid4().hex, name=name, prefix=plaintext[:10], key_hash=hash_key(plaintext))
+    key = ApiKey(id=uuid.uuid4().hex, name=name, prefix=plaintext[:10], key_hash=hash_key(plaintext),
+                 is_admin=bool(admin))
     session.add(key)
     session.flush()
     return key, plaintext
@@ -66,14 +69,19 @@ def find_key(session: Session, plaintext: str) -> ApiKey | None:
     return key
 
 
-def revoke_key(session: Session, key_id_or_prefix: str) -> ApiKey:
+def lookup_key(session: Session, key_id_or_prefix: str) -> ApiKey:
+    """The one key with this id or prefix (as ``rguide keys list`` shows them)."""
     matches = session.scalars(select(ApiKey).where(
         (ApiKey.id == key_id_or_prefix) | (ApiKey.prefix == key_id_or_prefix))).all()
     if not matches:
         raise ValueError(f"no API key with id or prefix {key_id_or_prefix!r}")
     if len(matches) > 1:
         raise ValueError(f"{key_id_or_prefix!r} matches {len(matches)} keys; give the key id")
-    key = matches[0]
+    return matches[0]
+
+
+def revoke_key(session: Session, key_id_or_prefix: str) -> ApiKey:
+    key = lookup_key(session, key_id_or_prefix)
     if key.revoked_at is None:
         key.revoked_at = utcnow()
     return key

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from app import errors
+from app.edge import EdgeGuard
 from app.ratelimit import RateLimiter
 from model_core import __version__
 from worker import db
@@ -77,12 +78,14 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool | None = No
                   lifespan=lifespan)
     app.state.settings = settings
     app.state.sessions = db.session_factory(settings.database_url)
+    app.state.session_secret = settings.session_secret()
     app.state.enqueuer = Enqueuer(settings)
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_window_seconds, settings.redis_url,
                                          namespace=f"rguide:{settings.queue}")
     app.state.sse_poll_seconds = 0.25
     app.state.sse_max_seconds = 600.0
     errors.install(app)
+    app.add_middleware(EdgeGuard, max_body_bytes=settings.max_body_bytes)
     for spec in ROUTERS:
         module, _, attr = spec.partition(":")
         app.include_router(getattr(importlib.import_module(module), attr))

@@ -26,7 +26,8 @@ SamplerName = Annotated[str, StringConstraints(max_length=32), AfterValidator(_r
 
 
 class GenerationRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    # strict: "scale": "1", "scale": true and "seed": "7" are errors, not silently converted.
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"preset": "tiny", "class_labels": [0, "blue"], "guidance": "pair", "steps": "10", "seed": 7},
         {"class_labels": [3], "guidance": "robust", "scale": 1.0, "steps": "ddim25"},
     ]})

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from model_core.errors import InputError
 from model_core.files import atomic_write, atomic_write_text, sha256_file
 
 __all__ = ["CheckpointNotFoundError", "CheckpointMismatchError", "CheckpointReadError", "WRAPPER_KEYS",
@@ -36,15 +37,15 @@ WRAPPER_KEYS = ("ema", "model", "state_dict")
 SHOW = 20  # items listed per kind of difference; the rest are counted
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+class CheckpointNotFoundError(FileNotFoundError, InputError):
     """No file at the given path (message names the path and the variable that sets it)."""
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(ValueError, InputError):
     """The file's keys or shapes differ from the architecture's."""
 
 
-class CheckpointReadError(ValueError):
+class CheckpointReadError(ValueError, InputError):
     """The file exists but is not a loadable weights file."""
 
 

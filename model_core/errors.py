@@ -1,12 +1,17 @@
-"""Errors that name the setting at fault, so each front end can say it in its own words (torch-free).
+"""The core's errors whose message is meant for the person who gave the input (torch-free).
 
-The core knows settings by their names: config fields (``data``,
-``total_steps``, ``feature_weights``, ``real_data``), arguments of its entry
-points, environment variables. It never knows how a front end spells them
-(``rguide`` flags, API fields, a Celery task's keys). A :class:`SettingError`
-keeps its message as a template in which ``{name}`` marks each setting it
-names; ``str(exc)`` spells them as the core does, and ``exc.render(names)``
-as the caller does::
+A file that cannot be read as weights, a checkpoint for another
+architecture, a missing weights file: the command line prints the message
+on one line and exits 2 instead of showing a traceback, and the service
+reports it as the job's error.
+
+Errors about a setting name it the way the core does: config fields
+(``data``, ``total_steps``, ``feature_weights``, ``real_data``), arguments of
+its entry points, environment variables. The core never knows how a front
+end spells them (``rguide`` flags, API fields, a Celery task's keys). A
+:class:`SettingError` keeps its message as a template in which ``{name}``
+marks each setting it names; ``str(exc)`` spells them as the core does, and
+``exc.render(names)`` as the caller does::
 
     err = SettingError("real_data", "give {real_data} (a .npz file or a class folder)")
     str(err)                              # "give real_data (a .npz file or a class folder)"
@@ -23,7 +28,11 @@ from typing import Mapping
 _MARK = re.compile(r"\{(\w+)\}")
 
 
-class SettingError(ValueError):
+class InputError(Exception):
+    """Something the user supplied is wrong, and the message says what and how to fix it."""
+
+
+class SettingError(InputError, ValueError):
     """A setting is missing or wrong; ``settings`` names it (first) and any other the message mentions."""
 
     def __init__(self, setting: str, message: str, *, also: tuple[str, ...] = ()):

@@ -1,4 +1,8 @@
-"""A loaded preset: its UNet and classifiers in memory, ready to sample.
+"""A loaded preset: its UNet and guidance providers in memory, ready to sample.
+
+Each of the preset's classifier entries becomes a guidance provider of the
+kind it names (``model_core.sampling.providers``; ``adm_classifier`` unless
+the entry says otherwise), so the pipeline never builds a classifier itself.
 
 ``get_pipeline`` caches one pipeline per (preset, device) in the process, so a
 worker loads each preset once and keeps it.
@@ -7,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,40 +19,16 @@ import torch
 from model_core import settings
 from model_core.diffusion import GaussianDiffusion, create_diffusion
 from model_core.images import to_uint8
+from model_core.models.adm import unet_from_config
+from model_core.models.loading import build_model
 from model_core.presets import Preset, get_preset
-from model_core.provenance import environment, file_sha256
+from model_core.provenance import environment
+from model_core.sampling import providers
 from model_core.sampling.loop import StepCallback, Trajectory, sample
-from model_core.steps import parse_steps
-from model_core.models.adm import classifier_from_config, unet_from_config
+
 
 def default_device() -> str:
     return settings.device() or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _build(builder: Callable[[dict], torch.nn.Module], cfg: dict, weights, device: str) -> tuple[torch.nn.Module, str]:
-    path = weights.resolve()
-    if path is None:
-        # Seeded random initialisation, without disturbing the global RNG.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(weights.init_seed or 0))
-            model = builder(cfg)
-            # ADM zero-initialises output layers; a random test model with a
-            # constant-zero output would make every sampling test vacuous.
-            for p in model.parameters():
-                if not p.detach().any():
-                    p.data.normal_(0.0, 0.02)
-        source = f"random-init:seed={int(weights.init_seed or 0)}"
-    else:
-        from model_core.checkpoints import load_weights
-
-        model = builder(cfg)
-        load_weights(model, path, what=weights.role, env_var=weights.env)
-        source = f"sha256:{file_sha256(path)}"
-    if device.startswith("cuda") and (cfg.get("use_fp16") or cfg.get("classifier_use_fp16")):
-        model.convert_to_fp16()
-    model.to(device).eval()
-    model.requires_grad_(False)
-    return model, source
 
 
 class Pipeline:
@@ -60,16 +40,23 @@ class Pipeline:
         if problems:
             raise FileNotFoundError("; ".join(problems))
         weights = preset.weights()
-        self.unet, diff_src = _build(unet_from_config, preset.diffusion["model"], weights["diffusion"], self.device)
-        self.classifiers: dict[str, torch.nn.Module] = {}
+        self.unet, diff_src = build_model(unet_from_config, preset.diffusion["model"], weights["diffusion"],
+                                          self.device)
         self.sources = {"diffusion": diff_src}
-        for method, cfg in preset.classifiers.items():
-            model, src = _build(classifier_from_config, cfg["model"], weights[f"classifier:{method}"], self.device)
-            self.classifiers[method] = model
-            self.sources[f"classifier:{method}"] = src
+        self.providers: dict[str, providers.GuidanceProvider] = {}
+        for method, entry in preset.classifiers.items():
+            build = providers.load(entry.get("kind"))
+            provider = build(entry, weights[f"classifier:{method}"], device=self.device)
+            self.providers[method] = provider
+            self.sources[f"classifier:{method}"] = provider.source
         self.class_cond = bool(preset.diffusion["model"].get("class_cond", True))
         self.shape = (preset.in_channels, preset.image_size, preset.image_size)
         self._lock = threading.Lock()
+
+    @property
+    def classifiers(self) -> dict[str, torch.nn.Module]:
+        """Method -> the provider's network, for the providers that have one (robustness evaluation)."""
+        return {m: p.module for m, p in self.providers.items() if getattr(p, "module", None) is not None}
 
     @lru_cache(maxsize=16)
     def diffusion(self, steps: str) -> GaussianDiffusion:
@@ -86,8 +73,7 @@ class Pipeline:
         Batches larger than ``max_batch`` run in chunks; the callback sees one
         running step count over all chunks.
         """
-        spec = parse_steps(self.preset.default_steps if steps is None else steps,
-                           sampler or (None if steps is not None else self.preset.default_sampler))
+        spec = self.preset.resolve_steps(steps, sampler)
         for tr in trajectories:
             self.preset.resolve_label(int(tr.label))
             if tr.method not in self.preset.methods:
@@ -101,7 +87,7 @@ class Pipeline:
                 def cb(step, total, x, x0, _c=c):
                     callback(_c * total + step, len(chunks) * total, x, x0)
             with self._lock:
-                outs.append(sample(diffusion, self.unet, self.classifiers, chunk, self.shape, sampler=spec.sampler,
+                outs.append(sample(diffusion, self.unet, self.providers, chunk, self.shape, sampler=spec.sampler,
                                    clip_denoised=self.preset.clip_denoised, device=self.device,
                                    class_cond=self.class_cond, callback=cb))
         return torch.cat(outs)

@@ -6,7 +6,9 @@ so the API can validate requests against them at the edge. A preset names
 * ``diffusion``: the UNet's architecture (``model``, ADM flags), the process
   (``process``: schedule, learned sigma) and where its weights live;
 * ``classifiers``: one entry per guidance method (at least ``vanilla`` and
-  ``robust``), each an architecture plus weights;
+  ``robust``), each a ``kind`` of guidance provider (default
+  ``adm_classifier``; the kinds are listed in ``model_core.sampling.providers``),
+  its architecture (``model``) and weights (``checkpoint``);
 * image size, channels, class names, default guidance scales, default
   respacing and sampler;
 * ``arms``: named (method, scale) settings a study or a comparison can use,
@@ -31,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from model_core import settings
+from model_core.sampling import providers
+from model_core.steps import StepSpec, resolve_steps
 
 PRESET_DIR = Path(__file__).resolve().parent / "data" / "presets"
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -171,6 +175,15 @@ class Preset:
             raise ValueError(f"class name {label!r} is not a class of preset {self.name!r}")
         raise ValueError(f"class label {label!r} is not an index or a class name")
 
+    @property
+    def num_timesteps(self) -> int:
+        return int(self.diffusion.get("process", {}).get("diffusion_steps", 1000))
+
+    def resolve_steps(self, steps: str | int | None = None, sampler: str | None = None) -> StepSpec:
+        """The steps spec and sampler a request gets on this preset (``model_core.steps.resolve_steps``)."""
+        return resolve_steps(steps, sampler, default_steps=self.default_steps, default_sampler=self.default_sampler,
+                             num_timesteps=self.num_timesteps)
+
     def scale_for(self, method: str, scale: float | None) -> float:
         if method == "none":
             return 0.0
@@ -209,6 +222,11 @@ def _load(path: Path) -> Preset:
     for required in ("vanilla", "robust"):
         if required not in raw["classifiers"]:
             raise ValueError(f"preset {path.name}: a preset needs a {required!r} classifier")
+    for method, entry in raw["classifiers"].items():
+        kind = entry.get("kind", providers.DEFAULT_KIND)
+        if kind not in providers.kinds():
+            raise ValueError(f"preset {path.name}: classifiers.{method}.kind {kind!r} is not a classifier kind; "
+                             f"known kinds: {', '.join(providers.kinds())}")
     default_scales = {k: float(v) for k, v in raw["default_scales"].items()}
     arms = _arms(path.name, raw, default_scales)
     comparison = _comparison(path.name, raw, arms)

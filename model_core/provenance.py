@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -10,16 +11,32 @@ from pathlib import Path
 from model_core import __version__
 from model_core.files import sha256_file
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_PARENT = Path(__file__).resolve().parents[1]
+
+
+def _checkout_root() -> Path | None:
+    """This project's source checkout, if the package runs from one (not an installed wheel).
+
+    An installed package's parent is site-packages, which may itself lie inside some
+    other git repository; asking git there would report that repository's commit.
+    """
+    try:
+        text = (PACKAGE_PARENT / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return PACKAGE_PARENT if re.search(r'(?m)^name\s*=\s*"robust-guidance"', text) else None
 
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """``<package version>+g<commit>[.dirty]`` inside a git checkout, else the package version."""
+    """``<package version>+g<commit>[.dirty]`` inside this project's git checkout, else the package version."""
+    root = _checkout_root()
+    if root is None:
+        return __version__
     try:
-        commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
                                 capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return __version__

@@ -100,3 +100,18 @@ def parse_steps(spec: str | int, sampler: str | None = None, num_timesteps: int 
     if len(kept) > num_timesteps:
         raise ValueError(f"steps {spec!r}: more steps than the {num_timesteps} the model was trained with")
     return StepSpec(sampler=chosen, spec=text, num_steps=len(kept), timesteps=tuple(kept))
+
+
+def resolve_steps(steps: str | int | None, sampler: str | None, *, default_steps: str, default_sampler: str,
+                  num_timesteps: int = 1000) -> StepSpec:
+    """A request's steps and sampler, with the preset's defaults filled in: the one rule for every caller.
+
+    No steps given: the preset's default steps with its default sampler
+    (unless a sampler is named). Steps given but no sampler: the sampler
+    those steps imply (``ddim25`` -> DDIM, a plain count -> DDPM), not the
+    preset's default, so that ``steps: "250"`` means what it means in the ADM
+    scripts on any preset. An empty sampler counts as none.
+    """
+    given = steps is not None
+    return parse_steps(steps if given else default_steps, sampler or (None if given else default_sampler),
+                       num_timesteps=num_timesteps)

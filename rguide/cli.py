@@ -39,9 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from model_core.errors import InputError
+
     try:
         result = args.func(args)
-    except CLIError as exc:
+    except (CLIError, InputError) as exc:
         print(f"rguide {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

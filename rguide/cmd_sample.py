@@ -10,9 +10,6 @@ from model_core.files import atomic_write_text
 from model_core.sampling import registry as samplers
 from rguide.cli import CLIError
 
-GUIDANCE_CHOICES = ("none", "vanilla", "robust", "pair")
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="sample class-conditional images with robust, vanilla or no guidance",
                        description="Sample images; image i uses seed SEED+i (or the i-th of --seeds). "
@@ -32,32 +29,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def parse_scales(text: str | None, methods: list[str]) -> dict[str, float | None]:
+FLAGS = {"preset": "--preset", "class_labels": "--labels", "guidance": "--guidance", "scale": "--scale",
+         "steps": "--steps", "sampler": "--sampler", "seed": "--seed", "seeds": "--seeds"}
+
+
+def parse_scales(text: str | None) -> float | dict[str, float] | None:
+    """``1.5`` -> 1.5; ``robust=1.0,vanilla=0.5`` -> per method. Ranges are the resolver's to check."""
     if text is None:
-        return {m: None for m in methods}
+        return None
     text = text.strip()
-    out: dict[str, float | None] = {}
     if "=" not in text:
-        value = _number(text, "--scale")
-        return {m: value for m in methods}
+        return _number(text, "--scale")
+    out: dict[str, float] = {}
     for part in text.split(","):
         if "=" not in part:
             raise CLIError(f"--scale {text!r}: write 'method=value' pairs, e.g. robust=1.0,vanilla=0.5")
         name, value = (s.strip() for s in part.split("=", 1))
-        if name not in methods:
-            raise CLIError(f"--scale names method {name!r}, which this run does not use ({', '.join(methods)})")
         out[name] = _number(value, f"--scale {name}")
-    return {m: out.get(m) for m in methods}
+    return out
 
 
 def _number(text: str, what: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise CLIError(f"{what}: {text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise CLIError(f"{what}: the scale must be a finite number >= 0, got {text}")
-    return value
+
+
+def _flag_message(error) -> str:
+    """A resolver problem, named by the flag that set its field.
+
+    The core names the setting ("scale must be positive"); the CLI says the
+    flag ("--scale must be positive"), or puts it in front when the message
+    starts otherwise ("--labels: class label 4 is out of range ...").
+    """
+    head = str(error.field[0])
+    flag = FLAGS.get(head, head)
+    words = head.replace("_", " ")
+    if error.message.startswith(words + " "):
+        return flag + error.message[len(words):]
+    return f"{flag}: {error.message}"
 
 
 def _slug(text: str) -> str:
@@ -65,38 +76,25 @@ def _slug(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model_core.presets import get_preset
-    from model_core.steps import parse_steps
+    from model_core.generation_request import RequestInvalid, resolve_generation
+    from model_core.presets import PAIR, get_preset
 
-    try:
-        preset = get_preset(args.preset)
-        labels = [preset.resolve_label(x.strip()) for x in args.labels.split(",") if x.strip()]
-        if not labels:
-            raise ValueError("--labels is empty")
-        if args.guidance != "pair" and args.guidance not in preset.methods:
-            raise ValueError(f"--guidance {args.guidance!r} is not one of {', '.join(preset.methods + ('pair',))}")
-        steps = parse_steps(args.steps or preset.default_steps, args.sampler or
-                            (None if args.steps else preset.default_sampler))
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
     if args.seeds:
         try:
             seeds = [int(s) for s in args.seeds.split(",")]
         except ValueError:
             raise CLIError(f"--seeds {args.seeds!r}: write comma-separated integers") from None
-        if len(seeds) != len(labels):
-            raise CLIError(f"--seeds gives {len(seeds)} seeds for {len(labels)} labels")
     else:
-        seeds = [args.seed + i for i in range(len(labels))]
-    if any(not 0 <= s < 2**63 for s in seeds):
-        raise CLIError("seeds must be integers in [0, 2**63)")
-    methods = ["robust", "vanilla"] if args.guidance == "pair" else [args.guidance]
-    scale_args = parse_scales(args.scale, [m for m in methods if m != "none"])
-    if any((v or 0) > preset.max_scale for v in scale_args.values()):
-        raise CLIError(f"--scale: at most {preset.max_scale} for preset {preset.name!r}")
-    missing = preset.missing_checkpoints(methods)
-    if missing:
-        raise CLIError("; ".join(missing))
+        seeds = None
+    try:
+        request = resolve_generation(preset=args.preset, class_labels=[x.strip() for x in args.labels.split(",")
+                                                                      if x.strip()],
+                                     guidance=args.guidance, scale=parse_scales(args.scale), steps=args.steps,
+                                     sampler=args.sampler, seed=None if seeds else args.seed, seeds=seeds)
+    except RequestInvalid as exc:
+        raise CLIError("; ".join(_flag_message(e) for e in exc.errors)) from None
+    preset = get_preset(request.preset)
+    labels, seeds, methods = list(request.labels), list(request.seeds), list(request.methods)
 
     from tqdm import tqdm
 
@@ -104,19 +102,19 @@ def run(args: argparse.Namespace) -> int:
     from model_core.pipeline import get_pipeline
 
     pipe = get_pipeline(preset.name, args.device)
-    bar = tqdm(total=steps.num_steps, desc=f"sampling {len(labels)}x{'pair' if len(methods) > 1 else methods[0]}",
+    bar = tqdm(total=request.num_steps, desc=f"sampling {len(labels)}x{'pair' if len(methods) > 1 else methods[0]}",
                unit="step", disable=args.no_progress)
 
     def progress(step, total, x_t, pred_x0):
         bar.total = total
         bar.update(1)
 
-    if args.guidance == "pair":
-        images = pipe.sample_pair(labels, seeds, {m: v for m, v in scale_args.items() if v is not None},
-                                  steps.spec, steps.sampler, progress)
+    if request.guidance == PAIR:
+        images = pipe.sample_pair(labels, seeds, request.scales, request.steps, request.sampler, progress)
     else:
-        images = {args.guidance: pipe.sample(labels, seeds, args.guidance, scale_args.get(args.guidance),
-                                             steps.spec, steps.sampler, progress)}
+        images = {request.guidance: pipe.sample(labels, seeds, request.guidance,
+                                                request.scales.get(request.guidance), request.steps, request.sampler,
+                                                progress)}
     bar.close()
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -124,26 +122,25 @@ def run(args: argparse.Namespace) -> int:
     records = []
     for i, (label, seed) in enumerate(zip(labels, seeds)):
         for method in methods:
-            scale = preset.scale_for(method, scale_args.get(method))
+            scale = preset.scale_for(method, request.scales.get(method))
             name = f"{i:03d}_{label}_{_slug(preset.class_names[label])}_{method}_seed{seed}.png"
             record = {"file": name, "index": i, "preset": preset.name, "label": label,
                       "class_name": preset.class_names[label], "seed": seed, "method": method, "scale": scale,
-                      "steps": steps.spec, "sampler": steps.sampler, "pair": args.guidance == "pair"}
+                      "steps": request.steps, "sampler": request.sampler, "pair": request.guidance == PAIR}
             save_png(images[method][i], args.out / name, {**record, "provenance": provenance})
             records.append(record)
     sidecar = {"command": "rguide sample", "provenance": provenance, "images": records,
-               "reproduce": _reproduce_command(preset, labels, seeds, args.guidance, methods, scale_args, steps)}
+               "reproduce": _reproduce_command(request)}
     atomic_write_text(args.out / "samples.json", json.dumps(sidecar, indent=2) + "\n")
     print(f"wrote {len(records)} images and samples.json to {args.out}")
     return 0
 
 
-def _reproduce_command(preset, labels, seeds, guidance, methods, scales, steps) -> str:
-    parts = ["rguide sample", f"--preset {preset.name}", f"--labels {','.join(map(str, labels))}",
-             f"--guidance {guidance}", f"--seeds {','.join(map(str, seeds))}",
-             f"--steps {steps.spec}", f"--sampler {steps.sampler}", "--out OUT"]
+def _reproduce_command(request) -> str:
+    parts = ["rguide sample", f"--preset {request.preset}", f"--labels {','.join(map(str, request.labels))}",
+             f"--guidance {request.guidance}", f"--seeds {','.join(map(str, request.seeds))}",
+             f"--steps {request.steps}", f"--sampler {request.sampler}", "--out OUT"]
     # Resolved scales, so the command still reproduces if the preset's defaults change.
-    resolved = {m: preset.scale_for(m, scales.get(m)) for m in methods if m != "none"}
-    if resolved:
-        parts.insert(4, "--scale " + ",".join(f"{m}={v}" for m, v in resolved.items()))
+    if request.scales:
+        parts.insert(4, "--scale " + ",".join(f"{m}={v}" for m, v in request.scales.items()))
     return " ".join(parts)

@@ -79,11 +79,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("--loglevel", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     worker.set_defaults(func=run_worker)
 
-    keys = sub.add_parser("keys", help="researcher API keys: create, list, revoke")
+    keys = sub.add_parser("keys", help="researcher API keys: create, list, revoke, grant a study")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
     ksub.required = True
     create = ksub.add_parser("create", help="create a key and print it (shown only once)")
     create.add_argument("--name", required=True, help="who or what uses the key")
+    create.add_argument("--admin", action="store_true",
+                        help="the key sees and closes every lab's studies (others see only their own)")
     _common(create)
     create.set_defaults(func=run_keys_create)
     lst = ksub.add_parser("list", help="list keys (never their secret)")
@@ -93,6 +95,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     revoke.add_argument("key", help="key id or prefix (from rguide keys list)")
     _common(revoke)
     revoke.set_defaults(func=run_keys_revoke)
+    for name, helptext in (("grant", "let a key see and close a study it did not create"),
+                           ("ungrant", "take back a grant")):
+        g = ksub.add_parser(name, help=helptext)
+        g.add_argument("study", help="study id (from /v1/surveys or the researcher pages)")
+        g.add_argument("key", help="key id or prefix (from rguide keys list)")
+        _common(g)
+        g.set_defaults(func=run_keys_grant, grant=name == "grant")
 
 
 # -- shared ---------------------------------------------------------------------------
@@ -138,13 +147,35 @@ def _url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def _serve(app_or_path, host: str, port: int, processes: int = 1) -> None:
+def _serve(app_or_path, host: str, port: int, settings, processes: int = 1) -> None:
     import uvicorn
 
+    # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise, so any local client
+    # could pick its own address and slip past the per-address rate limit: trust only the
+    # proxies the operator names (RGUIDE_TRUSTED_PROXIES).
+    proxies = ",".join(settings.trusted_proxies)
+    common = dict(host=host, port=port, log_level="info", proxy_headers=bool(proxies),
+                  forwarded_allow_ips=proxies or "")
     if isinstance(app_or_path, str):
-        uvicorn.run(app_or_path, factory=True, host=host, port=port, workers=processes, log_level="info")
+        uvicorn.run(app_or_path, factory=True, workers=processes, **common)
     else:
-        uvicorn.run(app_or_path, host=host, port=port, log_level="info")
+        uvicorn.run(app_or_path, **common)
+
+
+def _exit_on_signal(signum, frame) -> None:
+    # A Python-level handler (not the default action) so that ``finally`` blocks run: uvicorn
+    # restores the handler it found and raises the signal again once it has shut down.
+    raise SystemExit(128 + signum)
+
+
+def _die_with_parent() -> None:
+    """In a child before exec: the kernel sends it SIGTERM when its parent dies, even by SIGKILL (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: rguide up's own shutdown still stops its workers
 
 
 # -- up ---------------------------------------------------------------------------------
@@ -167,7 +198,7 @@ class _WorkerSupervisor:
         cmd += ["--preload", self.preload or "none"]
         if self.threads:
             cmd += ["--threads", str(self.threads)]
-        return subprocess.Popen(cmd, env=self.env)
+        return subprocess.Popen(cmd, env=self.env, preexec_fn=_die_with_parent if os.name == "posix" else None)
 
     def start(self) -> None:
         for i in range(self.n):
@@ -229,10 +260,12 @@ def run_up(args: argparse.Namespace) -> int:
           f"  database: {described['database']}\n  broker:   {described['broker']}\n"
           f"  images:   {described['media_dir']}\n  workers:  {args.workers} (preloading: {preload})\n"
           f"  try:      curl -s {url}/v1/presets\n  stop:     Ctrl-C", flush=True)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_on_signal)
     supervisor.start()
     try:
         # Migrated above; the app need not do it again.
-        _serve(create_app(settings.replace(migrate_on_start=False)), args.host, port)
+        _serve(create_app(settings.replace(migrate_on_start=False)), args.host, port, settings)
     finally:
         print("rguide up: stopping workers", flush=True)
         supervisor.stop()
@@ -254,7 +287,7 @@ def run_api(args: argparse.Namespace) -> int:
     url = _url(args.host, port)
     print(f"rguide api: serving on {url}  (API docs: {url}/docs); database {settings.describe()['database']}, "
           f"broker {settings.describe()['broker']}", flush=True)
-    _serve("app.main:create_app", args.host, port, args.processes)
+    _serve("app.main:create_app", args.host, port, settings, args.processes)
     return 0
 
 
@@ -303,7 +336,7 @@ def run_keys_create(args: argparse.Namespace) -> int:
 
     try:
         with session_scope(settings.database_url) as s:
-            key, plaintext = create_key(s, args.name)
+            key, plaintext = create_key(s, args.name, admin=args.admin)
             key_id, prefix = key.id, key.prefix
     except ValueError as exc:
         raise CLIError(str(exc)) from None
@@ -326,7 +359,8 @@ def run_keys_list(args: argparse.Namespace) -> int:
         for k in rows:
             state = "revoked " + k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "active"
             used = k.last_used_at.isoformat(timespec="seconds") if k.last_used_at else "never"
-            print(f"{k.id}  {k.prefix}...  {state:<28} last used {used:<25} {k.name}")
+            role = "admin" if k.is_admin else "lab"
+            print(f"{k.id}  {k.prefix}...  {role:<5}  {state:<28} last used {used:<25} {k.name}")
     return 0
 
 
@@ -343,3 +377,27 @@ def run_keys_revoke(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     return 0
+
+
+def run_keys_grant(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _migrate(settings)
+    from app.keys import lookup_key
+    from app.survey import access
+    from app.survey.studies import get_study
+    from worker.db import session_scope
+
+    try:
+        with session_scope(settings.database_url) as s:
+            study = get_study(s, args.study)
+            if study is None:
+                raise ValueError(f"no study with id {args.study!r}")
+            key = lookup_key(s, args.key)
+            changed = access.grant(s, study, key) if args.grant else access.revoke_grant(s, study, key)
+            verb = ("granted" if changed else "already had access to") if args.grant else \
+                ("took back the grant of" if changed else "had no grant for")
+            print(f"key {key.prefix}... ({key.name}) {verb} study {study.id}")
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    return 0
+

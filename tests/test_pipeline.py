@@ -97,7 +97,9 @@ def test_cli_sample_writes_pngs_and_a_sidecar_that_reproduces_them(tmp_path, cap
     (["--preset", "tiny", "--labels", "4"], "out of range for preset 'tiny': use 0..3"),
     (["--preset", "tiny", "--labels", "1", "--steps", "ddim0"], "number of steps must be at least 1"),
     (["--preset", "tiny", "--labels", "1", "--scale", "fast=1"], "names method 'fast'"),
-    (["--preset", "tiny", "--labels", "1", "--scale", "-1"], "finite number >= 0"),
+    # The API's rule (issue 10: one resolver): a scale must be positive; guidance 'none' means no guidance.
+    (["--preset", "tiny", "--labels", "1", "--scale", "-1"], "--scale must be positive"),
+    (["--preset", "tiny", "--labels", "1", "--scale", "0"], "--scale must be positive"),
     (["--preset", "tiny", "--labels", "1", "--guidance", "sharp"], "--guidance 'sharp' is not one of"),
     (["--preset", "imagenet128", "--labels", "1"], "weights not found at"),
 ])

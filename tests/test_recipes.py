@@ -211,3 +211,13 @@ def test_data_that_do_not_fit_the_model_is_a_clear_cli_error(tmp_path, capsys):
     assert main(["train-classifier", "--preset", "demo", "--data", str(tmp_path / "rgb.npz"), "--steps", "1",
                  "--out", str(tmp_path / "r"), "--no-progress"]) == 2
     assert "--data has 3 channels but the model config (--model-config) says in_channels=1" in capsys.readouterr().err
+
+
+def test_an_ema_state_for_another_model_is_a_run_config_mismatch():
+    import torch
+
+    from model_core.training.loop import EMA, RunConfigMismatch
+
+    ema = EMA(torch.nn.Linear(2, 2), 0.9)
+    with pytest.raises(RunConfigMismatch, match="EMA state does not match the model"):
+        ema.load_state_dict({})

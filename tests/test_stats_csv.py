@@ -142,3 +142,22 @@ def test_atomic_write_leaves_nothing_on_error(tmp_path):
     with pytest.raises(TypeError):
         write_atomic(tmp_path / "new.txt", 123)  # type: ignore[arg-type]
     assert sorted(os.listdir(tmp_path)) == ["stats.json"]
+
+
+def test_a_huge_line_is_refused_without_reading_it_whole(tmp_path):
+    import tracemalloc
+
+    from app.stats.votes import MAX_LINE_CHARS, VoteFormatError, read_votes_csv
+
+    path = tmp_path / "huge.csv"
+    with open(path, "w") as fh:
+        fh.write("pair_id,rater_id,choice\n")
+        fh.write("p1," + "x" * (50 * 1024 * 1024) + ",same\n")  # one 50 MB line
+    tracemalloc.start()
+    try:
+        with pytest.raises(VoteFormatError, match=f"line 2 is longer than {MAX_LINE_CHARS} characters"):
+            read_votes_csv(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 5 * 1024 * 1024, peak  # well under the line's size, let alone seven times it

@@ -127,10 +127,14 @@ def test_explicit_labels_and_swapped_methods(api):
 
 
 def test_methods_that_are_not_one_pair_job_are_generated_as_two_jobs_with_the_same_seeds(api, monkeypatch):
+    import dataclasses
+
     from app.survey import studies
 
-    # Pretend robust/vanilla cannot share a "pair" job, as for a preset's other classifiers.
-    monkeypatch.setattr(studies, "PAIR_METHODS", ("x", "y"))
+    # A preset whose comparison is not robust/vanilla: these two methods cannot share one "pair" job.
+    real = studies.get_preset
+    monkeypatch.setattr(studies, "get_preset",
+                        lambda name=None: dataclasses.replace(real(name), comparison=("robust", "none")))
     study = create_study(api, api.key, num_pairs=3)
     assert len(run_queued_jobs(api.settings)) == 2
     manifest = api.get(f"/v1/surveys/{study['id']}/manifest", headers=api.hdr).json()
@@ -401,14 +405,34 @@ def test_a_vote_before_the_images_loaded_or_malformed_is_refused(api, two_raters
     _refused(api, a, {**base, "answer": "left", "loaded": "1", "client_ms": "-5"}, 422, "response time")
 
 
+def _assigned_earlier(api, seconds: float) -> None:
+    """Move every open assignment's start back, as if the rater had looked at the pair that long."""
+    from datetime import timedelta
+
+    from worker.survey_models import Assignment
+
+    with db.session_scope(api.settings.database_url) as s:
+        for row in s.scalars(select(Assignment).where(Assignment.answered_at.is_(None))):
+            row.assigned_at = row.assigned_at - timedelta(seconds=seconds)
+
+
 def test_timing_loading_and_the_too_fast_flag_are_recorded(api, two_raters):
     _, a, _ = two_raters
     a.vote("right", loaded="1", load_ms="120", client_ms="250", input="key")
+    _assigned_earlier(api, 2.0)
     a.vote("same", loaded="1", load_ms="80", client_ms="1900", input="click")
     fast, slow = _votes(api)
     assert (fast.images_loaded, fast.load_ms, fast.client_ms, fast.input, fast.too_fast) == (True, 120, 250, "key", True)
     assert (slow.client_ms, slow.input, slow.too_fast) == (1900, "click", False)
     assert slow.response_ms == 1900
+
+
+def test_the_too_fast_flag_trusts_the_servers_clock_not_the_clients(api, two_raters):
+    # Issue 11: a script that answers at once and reports a slow, human-looking time is still flagged.
+    _, a, _ = two_raters
+    a.vote("left", loaded="1", load_ms="90", client_ms="4000", input="click")
+    (vote,) = _votes(api)
+    assert vote.client_ms == 4000 and vote.server_ms < 500 and vote.too_fast is True
 
 
 # -- attention checks, exports, statistics ------------------------------------------------------------------
@@ -460,6 +484,10 @@ def test_exports_carry_sides_choices_and_read_back_into_the_statistics(api):
     assert stats["n_answers"] == 12 and stats["n_pairs"] == 3
     report = api.get(f"/v1/surveys/{sid}/report?n_boot=0", headers=api.hdr)
     assert report.status_code == 200 and "<svg" in report.text
+    # Issue 11: served with a policy that runs no script and a type the browser may not second-guess.
+    assert "script-src" not in report.headers["content-security-policy"]
+    assert "default-src 'none'" in report.headers["content-security-policy"]
+    assert report.headers["x-content-type-options"] == "nosniff"
 
 
 def test_results_before_any_vote_say_why(api):

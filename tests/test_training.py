@@ -47,7 +47,8 @@ def clf_cfg(**kw):
 
 
 def state_of(run):
-    return torch.load(run / "state.pt", map_location="cpu", weights_only=False)
+    # weights_only=True: a state holds tensors and plain data only (issue 11), so this must load.
+    return torch.load(run / "state.pt", map_location="cpu", weights_only=True)
 
 
 def assert_same_state(a, b, exact=True):

@@ -102,3 +102,53 @@ def test_train_feature_net_cli_records_the_accuracy_of_the_weights_as_stored(tmp
     test = load_mnist("test")
     assert info["test_accuracy"] == classify_accuracy(load_feature_net(out), test.images, test.labels)
     assert f"held-out accuracy {info['test_accuracy']:.4f}" in capsys.readouterr().out
+
+
+class _Payload:
+    """Unpickling this calls os.system: what a crafted state.pt did under `rguide train-classifier --out DIR`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def _argv(tiny_npz, configs, out):
+    return ["train-classifier", "--data", str(tiny_npz), "--model-config", str(configs / "clf.json"),
+            "--process-config", str(configs / "process.json"), "--steps", "2", "--batch-size", "8",
+            "--out", str(out), "--no-progress"]
+
+
+def test_a_crafted_state_file_does_not_run_and_is_refused(tmp_path, tiny_npz, configs, capsys):
+    import torch
+
+    out, marker = tmp_path / "run", tmp_path / "pwned"
+    out.mkdir()
+    torch.save({"model": {}, "optimizer": {}, "step": 1, "rng": _Payload(marker), "config": {}}, out / "state.pt")
+    assert main(_argv(tiny_npz, configs, out)) == 2
+    err = capsys.readouterr().err
+    assert not marker.exists(), "code in the state file ran"
+    assert "holds Python objects besides tensors" in err and "Traceback" not in err
+
+
+def test_a_corrupt_state_file_is_a_clear_error(tmp_path, tiny_npz, configs, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "state.pt").write_bytes(b"\x80\x04 not a state")
+    assert main(_argv(tiny_npz, configs, out)) == 2
+    err = capsys.readouterr().err
+    assert "cannot be read as a training state" in err and "weights_only" not in err and "Traceback" not in err
+
+
+def test_a_resumed_state_loads_without_unpickling_anything(tmp_path, tiny_npz, configs):
+    import torch
+
+    out = tmp_path / "run"
+    assert main(_argv(tiny_npz, configs, out) + ["--max-minutes", "0"]) == 0
+    state = torch.load(out / "state.pt", map_location="cpu", weights_only=True)
+    assert isinstance(state["rng"]["python"]["words"], torch.Tensor)
+    assert isinstance(state["rng"]["numpy"]["keys"], torch.Tensor)
+    assert main(_argv(tiny_npz, configs, out)) == 0

@@ -128,6 +128,21 @@ def test_reaper_does_not_resend_a_backlog_the_broker_still_holds(Session):
         assert sorted(jobs.reap(s, max_attempts=3, requeue_after_seconds=60, messages_waiting=2).resent) == sorted(ids)
 
 
+def test_reaper_resends_at_once_when_the_broker_lost_its_messages(Session):
+    # Issue 11: after a Redis restart without persistence the queue is empty; waiting for
+    # requeue_after_seconds (120 s by default) left the jobs idle for two minutes.
+    with Session() as s:
+        ids = [jobs.create_job(s, SPEC)[0].id for _ in range(2)]
+        jobs.mark_enqueued(s, ids, when=db.utcnow() - timedelta(seconds=10))
+        assert jobs.reap(s, max_attempts=3, requeue_after_seconds=120, messages_waiting=2).resent == []
+        assert sorted(jobs.reap(s, max_attempts=3, requeue_after_seconds=120, messages_waiting=0).resent) == \
+            sorted(ids)
+        # Just sent (within the grace): still in flight to a worker's claim, not lost.
+        fresh = jobs.create_job(s, SPEC)[0].id
+        jobs.mark_enqueued(s, [fresh])
+        assert jobs.reap(s, max_attempts=3, requeue_after_seconds=120, messages_waiting=0).resent == []
+
+
 def test_reaper_fails_a_job_that_keeps_losing_its_worker(Session):
     with Session() as s:
         job, _ = jobs.create_job(s, SPEC)
@@ -171,7 +186,6 @@ def test_images_are_stored_once_per_job_position_and_method(Session):
 @pytest.mark.parametrize("sql, what", [
     ("UPDATE generation_jobs SET status = 'lost'", "status"),
     ("UPDATE generation_jobs SET progress_step = -1", "progress"),
-    ("UPDATE generation_jobs SET sampler = 'euler'", "sampler"),
     ("UPDATE generation_jobs SET preset = NULL", "not null"),
 ])
 def test_database_constraints_refuse_bad_rows(Session, sql, what):
@@ -180,6 +194,53 @@ def test_database_constraints_refuse_bad_rows(Session, sql, what):
         with pytest.raises(IntegrityError):
             s.execute(text(sql))
             s.commit()
+
+
+def test_an_unknown_sampler_is_stored_as_data_and_refused_at_the_api_edge(Session):
+    """Samplers are listed once, in the registry: the database keeps any name (migration 0003 dropped the CHECK)."""
+    from pydantic import ValidationError
+
+    from app.schemas import GenerationRequest
+
+    name = "dpm_solver_pp_2m_karras_32_chars"
+    assert len(name) == 32
+    with Session() as s:
+        job, _ = jobs.create_job(s, SPEC)
+        s.execute(text(f"UPDATE generation_jobs SET sampler = '{name}'"))
+        s.commit()
+        assert s.get(Job, job.id, populate_existing=True).sampler == name
+    with pytest.raises(ValidationError, match="sampler 'euler' is unknown"):
+        GenerationRequest(preset="tiny", guidance="robust", class_labels=[0], sampler="euler")
+
+
+def test_the_sampler_migration_keeps_rows_and_the_other_checks_on_sqlite(tmp_path):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    db.upgrade(url, "0002_survey")
+    with db.session_factory(url)() as s:
+        job, _ = jobs.create_job(s, SPEC)
+        jobs.store_images(s, [_image_row(job.id)])
+        s.commit()
+    db.upgrade(url)
+    with db.session_factory(url)() as s:
+        assert s.scalar(select(func.count()).select_from(Image)) == 1  # the rebuild cascaded nothing away
+        s.execute(text("UPDATE generation_jobs SET sampler = 'euler'"))
+        s.commit()
+        with pytest.raises(IntegrityError):
+            s.execute(text("UPDATE generation_jobs SET status = 'lost'"))
+            s.commit()
+        s.rollback()
+        s.execute(text("UPDATE generation_jobs SET sampler = 'ddim'"))
+        s.commit()
+    db.dispose_engines()
+    from alembic import command
+
+    command.downgrade(db.alembic_config(url), "0002_survey")
+    with db.session_factory(url)() as s:
+        assert s.scalar(select(func.count()).select_from(Image)) == 1
+        with pytest.raises(IntegrityError):  # the old CHECK is back
+            s.execute(text("UPDATE generation_jobs SET sampler = 'euler'"))
+            s.commit()
+    db.dispose_engines()
 
 
 def test_cursor_pagination_visits_every_job_once(Session):
@@ -235,3 +296,6 @@ def test_migrations_build_exactly_the_models_on_postgresql(postgres):
         with pytest.raises(IntegrityError):
             s.execute(text("UPDATE generation_jobs SET status = 'lost'"))
             s.commit()
+        s.rollback()
+        s.execute(text("UPDATE generation_jobs SET sampler = 'dpm_solver_pp_2m_karras_32_chars'"))  # data, no CHECK
+        s.commit()

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, replace
+import secrets
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -60,6 +61,31 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name}={raw!r}: use 1/0, true/false, yes/no or on/off")
 
 
+def _addresses(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    import ipaddress
+
+    out = []
+    for part in (env.get(name) or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise SettingsError(f"{name}: {part!r} is not an IP address or network (e.g. 10.0.0.5 or "
+                                "10.0.0.0/24)") from None
+        out.append(part)
+    return tuple(out)
+
+
+def _secret(env: Mapping[str, str]) -> str | None:
+    raw = (env.get("RGUIDE_SECRET_KEY") or "").strip()
+    if raw and len(raw) < 32:
+        raise SettingsError("RGUIDE_SECRET_KEY is shorter than 32 characters: use e.g. the output of "
+                            "'python -c \"import secrets; print(secrets.token_hex(32))\"'")
+    return raw or None
+
+
 def parse_rate_limit(text: str) -> tuple[int, float]:
     """``"60/minute"`` -> (60, 60.0), ``"10/30s"`` -> (10, 30.0); ``"0"`` or ``"off"`` -> no limit."""
     text = text.strip().lower()
@@ -101,7 +127,9 @@ class Settings:
     max_images_per_request: int = 16
     max_scale: float = 100.0
     max_steps: int = 1000
+    max_body_bytes: int = 1 << 20    # request bodies above this are refused (413) before they are read whole
     # Access.
+    trusted_proxies: tuple[str, ...] = ()  # addresses whose X-Forwarded-For is believed; none by default
     generation_requires_key: bool = False
     rate_limit: int = 60            # requests per window per API key (or client address); 0 = off
     rate_window_seconds: float = 60.0
@@ -116,6 +144,8 @@ class Settings:
     worker_stale_seconds: float = 30.0
     broker_poll_seconds: float = 0.2  # the filesystem broker polls its folder
     migrate_on_start: bool = True
+    # Signs researcher sessions; None: a random secret kept in data_dir/secret_key (one machine).
+    secret_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -135,7 +165,9 @@ class Settings:
             max_images_per_request=_int(env, "RGUIDE_MAX_IMAGES", 16, minimum=1),
             max_scale=_float(env, "RGUIDE_MAX_SCALE", 100.0),
             max_steps=_int(env, "RGUIDE_MAX_STEPS", 1000, minimum=1),
+            max_body_bytes=_int(env, "RGUIDE_MAX_BODY_BYTES", 1 << 20, minimum=1024),
             generation_requires_key=_bool(env, "RGUIDE_REQUIRE_KEY_FOR_GENERATION", False),
+            trusted_proxies=_addresses(env, "RGUIDE_TRUSTED_PROXIES"),
             rate_limit=rate_n, rate_window_seconds=rate_window,
             lease_seconds=lease,
             heartbeat_seconds=_float(env, "RGUIDE_HEARTBEAT_SECONDS", min(5.0, lease / 3), minimum=0.05),
@@ -147,6 +179,7 @@ class Settings:
             worker_stale_seconds=_float(env, "RGUIDE_WORKER_STALE_SECONDS", max(30.0, 3 * lease), minimum=1),
             broker_poll_seconds=_float(env, "RGUIDE_BROKER_POLL_SECONDS", 0.2, minimum=0.01),
             migrate_on_start=_bool(env, "RGUIDE_MIGRATE_ON_START", True),
+            secret_key=_secret(env),
         )
         values.update(overrides)
         if values["heartbeat_seconds"] >= values["lease_seconds"]:
@@ -185,7 +218,9 @@ class Settings:
             "RGUIDE_BROKER_URL": self.broker_url, "RGUIDE_MEDIA_DIR": str(self.media_dir),
             "RGUIDE_QUEUE": self.queue, "RGUIDE_MAX_IMAGES": str(self.max_images_per_request),
             "RGUIDE_MAX_SCALE": repr(self.max_scale), "RGUIDE_MAX_STEPS": str(self.max_steps),
+            "RGUIDE_MAX_BODY_BYTES": str(self.max_body_bytes),
             "RGUIDE_REQUIRE_KEY_FOR_GENERATION": "1" if self.generation_requires_key else "0",
+            "RGUIDE_TRUSTED_PROXIES": ",".join(self.trusted_proxies),
             "RGUIDE_RATE_LIMIT": f"{self.rate_limit}/{self.rate_window_seconds!r}s" if self.rate_limit else "0",
             "RGUIDE_LEASE_SECONDS": repr(self.lease_seconds),
             "RGUIDE_HEARTBEAT_SECONDS": repr(self.heartbeat_seconds),
@@ -200,7 +235,33 @@ class Settings:
         }
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
+        if self.secret_key:
+            env["RGUIDE_SECRET_KEY"] = self.secret_key
         return env
+
+    def session_secret(self) -> str:
+        """``RGUIDE_SECRET_KEY``, else a random secret created once in ``data_dir/secret_key`` (mode 0600).
+
+        Every API process that serves the researcher pages must share it: on
+        several machines set ``RGUIDE_SECRET_KEY`` to the same value on each.
+        """
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.is_file():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process made it first
+            else:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(secrets.token_hex(32))
+        text = path.read_text().strip()
+        if len(text) < 32:
+            raise SettingsError(f"{path} holds no usable secret (at least 32 characters); delete it to make a "
+                                "new one, or set RGUIDE_SECRET_KEY")
+        return text
 
     def describe(self) -> dict[str, str]:
         """What a startup log line shows: no passwords."""

@@ -17,6 +17,7 @@ import functools
 import logging
 import threading
 from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
@@ -25,9 +26,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-ALEMBIC_INI = REPO_ROOT / "alembic.ini"
-MIGRATIONS_DIR = REPO_ROOT / "migrations"
+# worker/migrations ships in the wheel; in the source tree it is a link to the
+# top-level migrations/ that alembic.ini points at.
+MIGRATIONS_DIR = Path(str(resources.files("worker") / "migrations"))
 log = logging.getLogger("rguide.db")
 
 # Stable constraint names, so migrations can refer to (and drop) them on every backend.
@@ -130,10 +131,14 @@ def session_scope(url: str) -> Iterator[Session]:
 
 
 def alembic_config(url: str):
+    """Alembic's configuration built here, not read from alembic.ini (which an installed
+    package does not have); the same settings as alembic.ini, for the packaged migrations."""
     from alembic.config import Config
 
-    cfg = Config(str(ALEMBIC_INI))
+    cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("file_template", "%%(rev)s_%%(slug)s")
+    cfg.set_main_option("path_separator", "os")
     # Percent signs in passwords would be read as interpolation by configparser.
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["configure_logger"] = False

@@ -18,7 +18,6 @@ import base64
 import hashlib
 import json
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,7 +25,10 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from model_core.presets import get_preset
+from model_core.files import sha256_text
 from worker.db import utcnow
+from worker.ids import is_row_id, new_id
 from worker.models import TERMINAL_STATUSES, Image, Job
 
 log = logging.getLogger("rguide.jobs")
@@ -58,7 +60,7 @@ class JobSpec:
 
     @property
     def methods(self) -> list[str]:
-        return ["robust", "vanilla"] if self.guidance == "pair" else [self.guidance]
+        return list(get_preset(self.preset).methods_for(self.guidance))
 
     @property
     def num_images(self) -> int:
@@ -79,7 +81,7 @@ class JobSpec:
 
 
 def new_job_id() -> str:
-    return uuid.uuid4().hex
+    return new_id()
 
 
 def image_id(job_id: str, position: int, method: str) -> str:
@@ -94,14 +96,18 @@ def find_idempotent(session: Session, scope: str, key: str) -> Job | None:
 
 
 def create_job(session: Session, spec: JobSpec, *, owner_key_id: str | None = None,
-               idempotency_key: str | None = None, request_hash: str | None = None) -> tuple[Job, bool]:
+               idempotency_key: str | None = None, request_hash: str | None = None,
+               anonymous_scope: str | None = None) -> tuple[Job, bool]:
     """Insert a queued job, or return the job an identical earlier request created.
 
     Returns (job, created). With an Idempotency-Key, a repeat with the same
     request hash returns the first job; a different hash raises
-    ``IdempotencyConflict``. Commits.
+    ``IdempotencyConflict``. Keys are scoped per API key, and for requests
+    without one per ``anonymous_scope`` (the API passes a digest of the
+    client's address), so one client cannot fetch another's job by guessing
+    its Idempotency-Key. Commits.
     """
-    scope = owner_key_id or "anonymous"
+    scope = owner_key_id or ("anon:" + sha256_text(anonymous_scope)[:32] if anonymous_scope else "anonymous")
     if idempotency_key is not None:
         existing = find_idempotent(session, scope, idempotency_key)
         if existing is not None:
@@ -141,6 +147,8 @@ def mark_enqueued(session: Session, job_ids: list[str], when: datetime | None = 
 # -- reading --------------------------------------------------------------------
 
 def get_job(session: Session, job_id: str, with_images: bool = True) -> Job | None:
+    if not is_row_id(job_id):
+        return None
     stmt = select(Job).where(Job.id == job_id)
     if with_images:
         stmt = stmt.options(selectinload(Job.images))
@@ -158,7 +166,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = json.loads(raw)
         when = datetime.fromisoformat(created)
-        if when.tzinfo is None or not isinstance(job_id, str):
+        if when.tzinfo is None or not is_row_id(job_id):
             raise ValueError
         return when, job_id
     except Exception:
@@ -346,8 +354,12 @@ class ReapResult:
         return self.requeued + self.resent
 
 
+LOST_MESSAGE_GRACE_SECONDS = 5.0  # a message just sent may be on its way to a worker's claim
+
+
 def reap(session: Session, *, max_attempts: int, requeue_after_seconds: float,
-         now: datetime | None = None, messages_waiting: int | None = None) -> ReapResult:
+         now: datetime | None = None, messages_waiting: int | None = None,
+         lost_grace_seconds: float = LOST_MESSAGE_GRACE_SECONDS) -> ReapResult:
     """Find jobs the database says are waiting or running but nobody holds. Commits.
 
     * running, lease expired: the worker died (or hung) -> back to queued, to
@@ -359,7 +371,10 @@ def reap(session: Session, *, max_attempts: int, requeue_after_seconds: float,
 
     ``messages_waiting`` (the broker's queue length, when known) avoids
     resending during a mere backlog: while the broker holds at least one
-    message per queued job, nothing was lost and nothing is resent.
+    message per queued job, nothing was lost and nothing is resent. When it
+    holds fewer (a Redis restart without persistence emptied it), messages
+    were lost, and queued jobs sent more than ``lost_grace_seconds`` ago are
+    sent again at once rather than after ``requeue_after_seconds``.
 
     The caller sends the ids in ``to_enqueue`` to the broker.
     """
@@ -383,12 +398,14 @@ def reap(session: Session, *, max_attempts: int, requeue_after_seconds: float,
         if res.rowcount == 1:
             bucket.append(job_id)
     stale_before = now - timedelta(seconds=requeue_after_seconds)
+    if messages_waiting is not None:
+        queued = session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")) or 0
+        if messages_waiting < queued:
+            stale_before = now - timedelta(seconds=min(lost_grace_seconds, requeue_after_seconds))
     waiting = list(session.scalars(select(Job.id).where(
         Job.status == "queued", or_(Job.enqueued_at.is_(None), Job.enqueued_at < stale_before))))
-    if waiting and messages_waiting is not None:
-        queued = session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")) or 0
-        if messages_waiting >= queued:
-            waiting = []
+    if waiting and messages_waiting is not None and messages_waiting >= queued:
+        waiting = []
     for job_id in waiting:
         res = session.execute(update(Job).where(
             Job.id == job_id, Job.status == "queued",

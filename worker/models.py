@@ -13,6 +13,7 @@ from sqlalchemy import (JSON, BigInteger, Boolean, CheckConstraint, Float, Forei
                         Text, UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from model_core.presets import get_preset
 from worker.db import Base, UTCDateTime, utcnow
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
@@ -33,7 +34,8 @@ class Job(Base):
     # Resolved scale per method actually sampled ({} for guidance "none").
     scales: Mapped[dict[str, float]] = mapped_column(JSON, nullable=False)
     steps: Mapped[str] = mapped_column(String(64), nullable=False)
-    sampler: Mapped[str] = mapped_column(String(8), nullable=False)
+    # A name from model_core.sampling.registry, checked at the API edge (no CHECK: samplers are data).
+    sampler: Mapped[str] = mapped_column(String(32), nullable=False)
     num_steps: Mapped[int] = mapped_column(Integer, nullable=False)
     num_images: Mapped[int] = mapped_column(Integer, nullable=False)
     # Jobs with equal batch keys can share one sampling batch (see worker.runner).
@@ -68,7 +70,6 @@ class Job(Base):
         CheckConstraint("num_images >= 1", name="num_images"),
         CheckConstraint("num_steps >= 1", name="num_steps"),
         CheckConstraint("attempts >= 0", name="attempts"),
-        CheckConstraint("sampler IN ('ddpm', 'ddim')", name="sampler"),
         UniqueConstraint("idempotency_scope", "idempotency_key"),
         Index("ix_generation_jobs_status_batch", "status", "batch_key", "created_at"),
         Index("ix_generation_jobs_created", "created_at", "id"),
@@ -76,7 +77,8 @@ class Job(Base):
 
     @property
     def methods(self) -> list[str]:
-        return ["robust", "vanilla"] if self.guidance == "pair" else [self.guidance]
+        """What the job samples per label; ``pair`` is its preset's comparison (``Preset.methods_for``)."""
+        return list(get_preset(self.preset).methods_for(self.guidance))
 
 
 class Image(Base):
@@ -92,7 +94,7 @@ class Image(Base):
     seed: Mapped[int] = mapped_column(BigInteger, nullable=False)
     scale: Mapped[float] = mapped_column(Float, nullable=False)
     steps: Mapped[str] = mapped_column(String(64), nullable=False)
-    sampler: Mapped[str] = mapped_column(String(8), nullable=False)
+    sampler: Mapped[str] = mapped_column(String(32), nullable=False)
     sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     path: Mapped[str] = mapped_column(String(255), nullable=False)  # relative to the media directory
     width: Mapped[int] = mapped_column(Integer, nullable=False)

@@ -93,7 +93,7 @@ def _run_batch(settings: Settings, Session, batch: list[Job], owner: str) -> str
     # Imported here: the API imports this package's store modules and must not pull in torch.
     from model_core.images import encode_png, to_uint8
     from model_core.pipeline import get_pipeline
-    from model_core.presets import get_preset
+    from model_core.presets import PAIR, get_preset
     from model_core.sampling.loop import SamplingCancelled, Trajectory
 
     leader = batch[0]
@@ -154,7 +154,7 @@ def _run_batch(settings: Settings, Session, batch: list[Job], owner: str) -> str
         seed = int(job.seeds[position])
         recipe = {"preset": job.preset, "label": label, "class_name": preset.class_names[label], "seed": seed,
                   "method": method, "scale": scale, "steps": job.steps, "sampler": job.sampler,
-                  "pair": job.guidance == "pair"}
+                  "pair": job.guidance == PAIR}
         data = encode_png(array, {**recipe, "provenance": provenance})
         digest, rel = store_png(settings.media_dir, data)
         height, width = int(array.shape[0]), int(array.shape[1])

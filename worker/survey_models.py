@@ -62,7 +62,7 @@ class Study(Base):
     method_b: Mapped[str] = mapped_column(String(64), nullable=False)
     scale_b: Mapped[float] = mapped_column(Float, nullable=False)
     steps: Mapped[str] = mapped_column(String(64), nullable=False)
-    sampler: Mapped[str] = mapped_column(String(8), nullable=False)
+    sampler: Mapped[str] = mapped_column(String(32), nullable=False)
     seed: Mapped[int] = mapped_column(BigInteger, nullable=False)
     # "random" (labels drawn with the study seed) or "explicit" (the researcher's list).
     label_source: Mapped[str] = mapped_column(String(16), nullable=False)
@@ -241,3 +241,12 @@ class SurveyVote(Base):
     def response_ms(self) -> float:
         """The browser's measurement when there is one (no network time in it), else the server's."""
         return self.client_ms if self.client_ms is not None else self.server_ms
+
+
+class StudyGrant(Base):
+    """Access to a study for a key other than its owner's (``rguide keys grant``)."""
+    __tablename__ = "survey_grants"
+
+    study_id: Mapped[str] = mapped_column(ForeignKey("survey_studies.id", ondelete="CASCADE"), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)

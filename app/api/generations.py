@@ -14,9 +14,9 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from app.api import serialize
-from app.auth import generation_access, rate_limited_generation_access
+from app.auth import client_identity, generation_access, rate_limited_generation_access
 from app.deps import get_db, get_settings
-from app.errors import problem_responses
+from app.errors import excerpt, problem_responses
 from app.keys import ApiKey
 from app.schemas import GenerationList, GenerationOut, GenerationRequest, Status
 from app.validation import RequestInvalid, validate_generation
@@ -30,7 +30,7 @@ router = APIRouter(prefix="/v1", tags=["generations"])
 def _visible(job: Job | None, key: ApiKey | None, settings: Settings, job_id: str) -> Job:
     """404 for unknown jobs, and for other keys' jobs when generation is key-protected."""
     if job is None or (settings.generation_requires_key and (key is None or job.owner_key_id != key.id)):
-        raise HTTPException(404, f"no generation with id {job_id!r}")
+        raise HTTPException(404, f"no generation with id {excerpt(job_id, 40)!r}")
     return job
 
 
@@ -58,7 +58,8 @@ def create_generation(
         raise RequestValidationError(exc.errors) from None
     try:
         job, created = jobs.create_job(session, spec, owner_key_id=key.id if key else None,
-                                       idempotency_key=idempotency_key, request_hash=_request_hash(body))
+                                       idempotency_key=idempotency_key, request_hash=_request_hash(body),
+                                       anonymous_scope=client_identity(request, key))
     except jobs.IdempotencyConflict as exc:
         raise RequestValidationError([{
             "type": "value_error", "loc": ("header", "Idempotency-Key"), "input": idempotency_key,

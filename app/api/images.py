@@ -12,9 +12,10 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from app.deps import get_db, get_settings
-from app.errors import problem_responses
+from app.errors import excerpt, problem_responses
 from worker import media
 from worker.config import Settings
+from worker.ids import is_row_id
 from worker.models import Image
 
 router = APIRouter(prefix="/v1", tags=["images"])
@@ -24,9 +25,9 @@ router = APIRouter(prefix="/v1", tags=["images"])
             responses={200: {"content": {"image/png": {}}, "description": "the PNG"}, **problem_responses(404)})
 def image_png(image_id: Annotated[str, Path(max_length=64)], session: Session = Depends(get_db),
               settings: Settings = Depends(get_settings)) -> FileResponse:
-    image = session.get(Image, image_id)
+    image = session.get(Image, image_id) if is_row_id(image_id) else None
     if image is None:
-        raise HTTPException(404, f"no image with id {image_id!r}")
+        raise HTTPException(404, f"no image with id {excerpt(image_id, 40)!r}")
     path = media.resolve(settings.media_dir, image.path)
     if not path.is_file():
         raise HTTPException(404, f"image {image_id} is recorded but its file {image.path} is missing from the "

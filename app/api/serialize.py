@@ -1,7 +1,7 @@
 """Job rows -> API resources."""
 from __future__ import annotations
 
-from model_core.presets import UnknownPresetError, get_preset
+from model_core.presets import PAIR, UnknownPresetError, get_preset
 from worker.models import Job
 
 API = "/v1"
@@ -25,7 +25,7 @@ def _class_names(preset_name: str, labels: list[int]) -> list[str]:
 
 def generation(job: Job) -> dict:
     by_slot = {(im.position, im.method): im for im in job.images}
-    pair = job.guidance == "pair"
+    pair = job.guidance == PAIR
     images = []
     for im in sorted(job.images, key=lambda im: (im.position, im.method)):
         link = None

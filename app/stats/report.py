@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from markupsafe import Markup, escape
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+# app/templates: shipped in the wheel; in the source tree a link to the top-level templates/.
+TEMPLATES = Path(str(resources.files("app") / "templates"))
 COLORS = {"a": "#0a6eb4", "b": "#d97a00", "none": "#9a9a9a"}
 _IMAGE_DATA_PREFIXES = ("data:image/png;", "data:image/jpeg;", "data:image/webp;", "data:image/gif;")
 

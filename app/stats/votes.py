@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -256,12 +256,48 @@ def _map_header(header: list[str], line: int, source: str | None) -> list[str | 
     return mapped
 
 
+MAX_LINE_CHARS = 64 * 1024  # a vote is a few hundred characters; a longer line is not a votes file
+
+
+def _bounded_lines(fh, source: str | None) -> Iterator[str]:
+    """The lines of a text or binary stream, refusing one longer than MAX_LINE_CHARS before it is read whole.
+
+    So a file of any size is parsed in memory proportional to its votes, not
+    to its longest line (a 1 GB line once took 7 GB before being refused).
+    Bytes are decoded line by line, so an encoding error names its line.
+    """
+    number = 0
+    while True:
+        line = fh.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise VoteFormatError(f"line {number} is longer than {MAX_LINE_CHARS} characters; this is not a "
+                                  "votes file", line=number, source=source)
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise VoteFormatError(f"line {number} is not UTF-8 text", source=source) from None
+            if number == 1:
+                line = line.removeprefix("\ufeff")
+        yield line
+
+
 def parse_votes_csv(text: str, *, method_a: str = DEFAULT_A, method_b: str = DEFAULT_B,
                     source: str | None = None) -> list[Vote]:
     """Parse CSV text into votes, or raise :class:`VoteFormatError` naming the row, line and column."""
+    # Spreadsheets save UTF-8 with a byte-order mark.
+    return parse_votes_lines(io.StringIO(text.removeprefix("\ufeff"), newline=""), method_a=method_a,
+                             method_b=method_b, source=source)
+
+
+def parse_votes_lines(fh, *, method_a: str = DEFAULT_A, method_b: str = DEFAULT_B,
+                      source: str | None = None) -> list[Vote]:
+    """Parse votes from a binary stream, or a text stream opened with ``newline=""`` (see :func:`parse_votes_csv`)."""
     methods = check_methods(method_a, method_b)
-    text = text.removeprefix("\ufeff")  # spreadsheets save UTF-8 with a byte-order mark
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(_bounded_lines(fh, source), strict=True)
     try:
         header = next(reader, None)
         while header is not None and not any(cell.strip() for cell in header):
@@ -298,13 +334,8 @@ def parse_votes_csv(text: str, *, method_a: str = DEFAULT_A, method_b: str = DEF
 def read_votes_csv(path: str | Path, *, method_a: str = DEFAULT_A, method_b: str = DEFAULT_B) -> list[Vote]:
     """Read a votes CSV file; see :func:`parse_votes_csv`."""
     path = Path(path)
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise VoteFormatError(f"line {line} is not UTF-8 text", source=str(path)) from None
-    return parse_votes_csv(text, method_a=method_a, method_b=method_b, source=str(path))
+    with open(path, "rb") as fh:  # streamed: never the whole file in memory
+        return parse_votes_lines(fh, method_a=method_a, method_b=method_b, source=str(path))
 
 
 def votes_from_rows(rows: Iterable[Mapping[str, Any] | Vote], *, method_a: str = DEFAULT_A,

@@ -15,13 +15,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from sqlalchemy.orm import Session
 
-from app.auth import require_api_key
+from app.auth import rate_limited_api_key, require_api_key
 from app.deps import get_db, get_settings
-from app.errors import problem_responses
+from app.errors import excerpt, problem_responses
 from app.keys import ApiKey
-from app.survey import export, studies
+from app.survey import access, export, studies
 from app.survey.researcher_auth import researcher
 from app.survey.schemas import StudyCreate, StudyList, StudyOut
+from app.survey.web import REPORT_HEADERS
 from app.validation import RequestInvalid
 from worker import jobs
 from worker.config import Settings
@@ -34,10 +35,11 @@ def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def _study(session: Session, study_id: str) -> Study:
+def _study(session: Session, study_id: str, key: ApiKey) -> Study:
+    """The study, if this key may see it; otherwise a 404, as if it did not exist."""
     study = studies.get_study(session, study_id)
-    if study is None:
-        raise HTTPException(404, f"no survey with id {study_id!r}")
+    if study is None or not access.can_see(session, key, study):
+        raise HTTPException(404, f"no survey with id {excerpt(study_id, 40)!r}")
     return studies.refresh(session, study)
 
 
@@ -46,9 +48,9 @@ def _study(session: Session, study_id: str) -> Study:
                          "pairs as generation jobs. The study opens by itself when they have all succeeded; "
                          "follow `Location` (`generation.progress`) until `status` is `open`.",
              responses={202: {"headers": {"Location": {"schema": {"type": "string"}}}},
-                        **problem_responses(400, 401)})
+                        **problem_responses(400, 401, 429)})
 def create_survey(body: StudyCreate, request: Request, response: Response,
-                  key: ApiKey = Depends(require_api_key), session: Session = Depends(get_db),
+                  key: ApiKey = Depends(rate_limited_api_key), session: Session = Depends(get_db),
                   settings: Settings = Depends(get_settings)) -> dict:
     try:
         study = studies.create_study(session, body, settings, owner_key_id=key.id)
@@ -64,7 +66,7 @@ def create_survey(body: StudyCreate, request: Request, response: Response,
 def list_surveys(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 100,
                  key: ApiKey = Depends(researcher), session: Session = Depends(get_db)) -> dict:
     items = [studies.summary(session, studies.refresh(session, s), base_url=_base_url(request))
-             for s in studies.list_studies(session, limit)]
+             for s in studies.list_studies(session, key, limit)]
     return {"items": items}
 
 
@@ -72,14 +74,14 @@ def list_surveys(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 
             responses=problem_responses(401, 404))
 def get_survey(study_id: str, request: Request, key: ApiKey = Depends(researcher),
                session: Session = Depends(get_db)) -> dict:
-    return studies.summary(session, _study(session, study_id), base_url=_base_url(request), with_pairs=True)
+    return studies.summary(session, _study(session, study_id, key), base_url=_base_url(request), with_pairs=True)
 
 
 @router.post("/{study_id}/close", response_model=StudyOut, summary="Close a study: no more answers",
              responses=problem_responses(401, 404, 409))
 def close_survey(study_id: str, request: Request, key: ApiKey = Depends(require_api_key),
                  session: Session = Depends(get_db)) -> dict:
-    study = _study(session, study_id)
+    study = _study(session, study_id, key)
     try:
         studies.close_study(session, study)
     except studies.StudyStateError as exc:
@@ -91,7 +93,7 @@ def close_survey(study_id: str, request: Request, key: ApiKey = Depends(require_
                                             "settings, code version",
             responses={200: {"content": {"application/json": {}}}, **problem_responses(401, 404, 409)})
 def manifest(study_id: str, key: ApiKey = Depends(researcher), session: Session = Depends(get_db)) -> Response:
-    study = _study(session, study_id)
+    study = _study(session, study_id, key)
     if study.manifest is None:
         raise HTTPException(409, f"study {study_id} is {study.status}: its manifest is frozen when it opens")
     body = json.dumps(study.manifest, indent=2, ensure_ascii=False) + "\n"
@@ -107,7 +109,7 @@ def manifest(study_id: str, key: ApiKey = Depends(researcher), session: Session 
             responses={200: {"content": {"text/csv": {}, "application/json": {}}}, **problem_responses(401, 404)})
 def votes(study_id: str, format: Literal["csv", "json", "tidy"] = "csv", key: ApiKey = Depends(researcher),
           session: Session = Depends(get_db)) -> Response:
-    study = _study(session, study_id)
+    study = _study(session, study_id, key)
     name = f"survey-{study.id}-votes"
     if format == "tidy":
         return PlainTextResponse(export.tidy_csv(session, study), media_type="text/csv", headers={
@@ -134,7 +136,7 @@ Seed = Annotated[int, Query(ge=0, le=2**32 - 1, description="bootstrap seed")]
             responses=problem_responses(401, 404, 409))
 def results(study_id: str, n_boot: NBoot = 2000, seed: Seed = 0, key: ApiKey = Depends(researcher),
             session: Session = Depends(get_db)) -> JSONResponse:
-    study = _study(session, study_id)
+    study = _study(session, study_id, key)
     return JSONResponse(_results(session, study, n_boot, seed))
 
 
@@ -145,10 +147,10 @@ def report(study_id: str, n_boot: NBoot = 2000, seed: Seed = 0, key: ApiKey = De
     from app.stats.report import render_report
     from worker.survey_models import SurveyPair
 
-    study = _study(session, study_id)
+    study = _study(session, study_id, key)
     stats = _results(session, study, n_boot, seed)
     images = {p.id: (f"/v1/images/{p.image_a_id}.png", f"/v1/images/{p.image_b_id}.png")
               for p in session.query(SurveyPair).filter(SurveyPair.study_id == study.id,
                                                          SurveyPair.is_attention_check.is_(False))
               if p.image_a_id and p.image_b_id}
-    return HTMLResponse(render_report(stats, title=study.title, images=images))
+    return HTMLResponse(render_report(stats, title=study.title, images=images), headers=REPORT_HEADERS)

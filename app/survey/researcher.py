@@ -16,9 +16,10 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
+from app.errors import excerpt
 from app.deps import get_db
 from app.keys import find_key
-from app.survey import security, studies
+from app.survey import access, security, studies
 from app.survey.researcher_auth import session_key
 from app.survey.web import message, render
 from worker.db import utcnow
@@ -61,7 +62,8 @@ def login(request: Request, api_key: Annotated[str | None, Form()] = None,
     key.last_used_at = utcnow()
     session.commit()
     response = RedirectResponse(_safe_next(next), status_code=303)
-    response.set_cookie(security.RESEARCHER_COOKIE, security.researcher_session(key.id, key.key_hash),
+    response.set_cookie(security.RESEARCHER_COOKIE, security.researcher_session(request.app.state.session_secret, key.id,
+                                                                         key.key_hash),
                         max_age=security.RESEARCHER_SESSION_SECONDS, path="/", httponly=True, samesite="strict",
                         secure=request.url.scheme == "https")
     return response
@@ -79,7 +81,7 @@ def survey_list(request: Request, session: Session = Depends(get_db)) -> Respons
     key = session_key(request, session)
     if key is None:
         return _login_redirect(request)
-    rows = [studies.summary(session, studies.refresh(session, s)) for s in studies.list_studies(session, 500)]
+    rows = [studies.summary(session, studies.refresh(session, s)) for s in studies.list_studies(session, key, 500)]
     return render(request, "survey/researcher_list.html", {"title": "Studies", "studies": rows, "key": key})
 
 
@@ -89,15 +91,15 @@ def survey_page(study_id: str, request: Request, session: Session = Depends(get_
     if key is None:
         return _login_redirect(request)
     study = studies.get_study(session, study_id)
-    if study is None:
-        return message(request, "Study not found", f"There is no study {study_id!r}.", 404,
+    if study is None or not access.can_see(session, key, study):
+        return message(request, "Study not found", f"There is no study {excerpt(study_id, 40)!r}.", 404,
                        link="/researcher/surveys", link_text="All studies")
     study = studies.refresh(session, study)
     info = studies.summary(session, study, base_url=str(request.base_url), with_pairs=True)
     cookie = request.cookies.get(security.RESEARCHER_COOKIE, "")
     live = study.status in ("generating", "open")
     return render(request, "survey/researcher_study.html", {
-        "title": study.title, "s": info, "live": live, "csrf": security.researcher_csrf(key.key_hash, cookie),
+        "title": study.title, "s": info, "live": live, "csrf": security.researcher_csrf(request.app.state.session_secret, cookie),
         "prolific_url": info["links"]["rater_url"]
         + "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"},
         headers={"Refresh": "10"} if live else None)
@@ -110,12 +112,12 @@ def survey_close(study_id: str, request: Request, csrf: Annotated[str | None, Fo
     if key is None:
         return _login_redirect(request)
     cookie = request.cookies.get(security.RESEARCHER_COOKIE, "")
-    if not security.researcher_csrf_ok(key.key_hash, cookie, csrf):
+    if not security.researcher_csrf_ok(request.app.state.session_secret, cookie, csrf):
         return message(request, "Not closed", "The form's CSRF token is missing or does not match your session; "
                        "reload the study page and try again.", 403, link=f"/researcher/surveys/{study_id}")
     study = studies.get_study(session, study_id)
-    if study is None:
-        return message(request, "Study not found", f"There is no study {study_id!r}.", 404)
+    if study is None or not access.can_see(session, key, study):
+        return message(request, "Study not found", f"There is no study {excerpt(study_id, 40)!r}.", 404)
     try:
         studies.close_study(session, studies.refresh(session, study))
     except studies.StudyStateError as exc:

@@ -28,7 +28,8 @@ def session_key(request: Request, session: Session) -> ApiKey | None:
         return None
     key_id, expires, mac = parsed
     key = session.get(ApiKey, key_id)
-    if key is None or not key.active or not security.session_valid(key_id, expires, mac, key.key_hash):
+    secret = request.app.state.session_secret
+    if key is None or not key.active or not security.session_valid(secret, key_id, expires, mac, key.key_hash):
         return None
     return key
 

@@ -44,7 +44,8 @@ Scale = Annotated[float, Field(allow_inf_nan=False, description="positive guidan
 
 
 class StudyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    # strict: numbers and booleans must be JSON numbers and booleans ("attention_checks": "yes" is an error).
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"title": "Robust vs vanilla, tiny preset", "preset": "tiny", "num_pairs": 8, "seed": 1, "steps": "ddim5",
          "raters_per_pair": 5, "attention_checks": True},
         {"title": "The paper's survey", "preset": "imagenet128", "num_pairs": 200, "steps": "250",

@@ -8,9 +8,11 @@ foreign cookie fails the signature check and counts as no cookie.
 
 Researchers: browsers cannot send an ``Authorization`` header from a link, so
 the researcher pages sign the researcher in with their API key once and keep
-a session cookie ``<key id>.<expiry>.<mac>``, where the MAC is keyed with the
-stored hash of that API key. Revoking the key therefore ends every session
-made with it, and no other secret has to be configured.
+a session cookie ``<key id>.<expiry>.<mac>``. The MAC is keyed with the
+server's secret (``Settings.session_secret``: ``RGUIDE_SECRET_KEY``, or a
+file in the data folder), never with anything stored in the database, so a
+reader of the database cannot mint a session; it covers the key's stored
+hash too, so a session ends when its key is revoked or replaced.
 """
 from __future__ import annotations
 
@@ -73,9 +75,9 @@ def csrf_problem(secret: str, browser_id: str | None, token: str | None) -> str 
 
 # -- researchers ----------------------------------------------------------------------
 
-def researcher_session(key_id: str, key_hash: str, now: float | None = None) -> str:
+def researcher_session(secret: str, key_id: str, key_hash: str, now: float | None = None) -> str:
     expires = int((now or time.time()) + RESEARCHER_SESSION_SECONDS)
-    return f"{key_id}.{expires}.{_mac(key_hash, f'researcher|{key_id}|{expires}')}"
+    return f"{key_id}.{expires}.{_mac(secret, f'researcher|{key_id}|{key_hash}|{expires}')}"
 
 
 def parse_researcher_session(cookie: str | None) -> tuple[str, int, str] | None:
@@ -88,15 +90,16 @@ def parse_researcher_session(cookie: str | None) -> tuple[str, int, str] | None:
     return parts[0], int(parts[1]), parts[2]
 
 
-def session_valid(key_id: str, expires: int, mac: str, key_hash: str, now: float | None = None) -> bool:
+def session_valid(secret: str, key_id: str, expires: int, mac: str, key_hash: str,
+                  now: float | None = None) -> bool:
     if expires < (now or time.time()):
         return False
-    return _equal(mac, _mac(key_hash, f"researcher|{key_id}|{expires}"))
+    return _equal(mac, _mac(secret, f"researcher|{key_id}|{key_hash}|{expires}"))
 
 
-def researcher_csrf(key_hash: str, cookie: str) -> str:
-    return _mac(key_hash, "csrf|" + cookie)
+def researcher_csrf(secret: str, cookie: str) -> str:
+    return _mac(secret, "researcher-csrf|" + cookie)
 
 
-def researcher_csrf_ok(key_hash: str, cookie: str, token: str | None) -> bool:
-    return _equal(token, researcher_csrf(key_hash, cookie))
+def researcher_csrf_ok(secret: str, cookie: str, token: str | None) -> bool:
+    return _equal(token, researcher_csrf(secret, cookie))

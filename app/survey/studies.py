@@ -1,10 +1,11 @@
 """A study's life: created (its pairs queued as generation jobs), opened, closed.
 
-Creating a study validates everything at the edge exactly as a generation
-request is validated (``app.validation``), plans the pairs (labels, seeds,
-attention checks) and submits ordinary generation jobs: one ``pair`` job
-per batch of labels when the methods are robust and vanilla, else one job
-per method per batch with the same labels and seeds. Nothing is stored
+Creating a study resolves every batch of its pairs with the resolver that
+generation requests use (``model_core.generation_request``, with this
+server's limits), plans the pairs (labels, seeds, attention checks) and
+submits ordinary generation jobs: one ``pair`` job per batch of labels when
+the two methods are the preset's comparison (robust and vanilla), else one
+job per method per batch with the same labels and seeds. Nothing is stored
 when anything is invalid.
 
 The study opens when all its jobs have succeeded. Whoever reads the study
@@ -18,35 +19,30 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
-from app.validation import RequestInvalid, validate_generation
-from model_core.presets import UnknownPresetError, get_preset
+from app.validation import RequestInvalid, http_error, http_errors, job_spec, server_limits
+from model_core.generation_request import RequestInvalid as CoreRequestInvalid
+from model_core.generation_request import resolve_generation
+from model_core.presets import PAIR, UnknownPresetError, get_preset
 from model_core.provenance import code_version
 from worker import jobs
 from worker.config import Settings
+from worker.ids import is_row_id
 from worker.models import Image, Job
-from worker.survey_models import Assignment, Rater, Study, SurveyPair, SurveyVote
+from worker.survey_models import Rater, Study, SurveyPair, SurveyVote
 
 MANIFEST_VERSION = 1
-ROW_ID = re.compile(r"[0-9a-f]{32}")
-PAIR_METHODS = ("robust", "vanilla")  # what a single "pair" generation job samples
 
 
 class StudyStateError(Exception):
     """The study's status does not allow this (e.g. closing a study that is still generating)."""
-
-
-def _err(loc: tuple, msg: str, value: Any) -> dict[str, Any]:
-    return {"type": "value_error", "loc": ("body",) + loc, "msg": msg, "input": value}
 
 
 def draw_labels(num_classes: int, n: int, seed: int) -> list[int]:
@@ -83,22 +79,22 @@ def plan_study(body, settings: Settings) -> Plan:
     try:
         preset = get_preset(body.preset)
     except UnknownPresetError as exc:
-        raise RequestInvalid([_err(("preset",), str(exc), body.preset)]) from None
+        raise RequestInvalid([http_error(("preset",), str(exc), body.preset)]) from None
     errors: list[dict[str, Any]] = []
     a, b = body.method_a.lower(), body.method_b.lower()
     usable = [m for m in preset.methods if m != "none"]
     for field, method in (("method_a", a), ("method_b", b)):
         if method == "none":
-            errors.append(_err((field,), "unguided sampling cannot be a survey method here: the statistics "
+            errors.append(http_error((field,), "unguided sampling cannot be a survey method here: the statistics "
                                          "reserve the name 'none' for 'no preference'", method))
         elif method not in usable:
-            errors.append(_err((field,), f"method {method!r} is not a guidance method of preset {preset.name!r} "
+            errors.append(http_error((field,), f"method {method!r} is not a guidance method of preset {preset.name!r} "
                                          f"(choose from {', '.join(usable)})", method))
     if a == b:
-        errors.append(_err(("method_b",), f"method_b must differ from method_a (both are {a!r})", b))
+        errors.append(http_error(("method_b",), f"method_b must differ from method_a (both are {a!r})", b))
 
     if body.labels is not None and body.num_pairs is not None:
-        errors.append(_err(("labels",), "give either num_pairs (labels drawn at random) or labels, not both",
+        errors.append(http_error(("labels",), "give either num_pairs (labels drawn at random) or labels, not both",
                            body.labels))
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
     labels: list[int] = []
@@ -108,48 +104,39 @@ def plan_study(body, settings: Settings) -> Plan:
             try:
                 labels.append(preset.resolve_label(raw))
             except (ValueError, TypeError) as exc:
-                errors.append(_err(("labels", i), str(exc), raw))
+                errors.append(http_error(("labels", i), str(exc), raw))
     else:
         label_source = "random"
         labels = draw_labels(preset.num_classes, body.num_pairs or 200, seed)
     if errors:
         raise RequestInvalid(errors)
 
-    together = {a, b} == set(PAIR_METHODS)
+    together = {a, b} == set(preset.pair_methods)
     per_job = max(1, settings.max_images_per_request // (2 if together else 1))
     scale_given = {m: s for m, s in ((a, body.scale_a), (b, body.scale_b)) if s is not None}
+    # The resolver's field keys -> this request's fields.
+    rename = {("scale", a): ("scale_a",), ("scale", b): ("scale_b",), ("guidance",): ("method_a",),
+              ("class_labels",): ("labels",)}
     specs: list[tuple[int, jobs.JobSpec]] = []
     for start in range(0, len(labels), per_job):
         chunk = labels[start:start + per_job]
-        requests = [("pair", PAIR_METHODS)] if together else [(a, (a,)), (b, (b,))]
+        requests = [(PAIR, preset.pair_methods)] if together else [(a, (a,)), (b, (b,))]
         for guidance, methods in requests:
-            request = SimpleNamespace(preset=preset.name, guidance=guidance, class_labels=chunk,
-                                      scale={m: scale_given[m] for m in methods if m in scale_given} or None,
-                                      steps=body.steps, seed=seed + start, sampler=body.sampler)
             try:
-                specs.append((start, validate_generation(request, settings)))
-            except RequestInvalid as exc:
+                resolved = resolve_generation(
+                    preset=preset.name, guidance=guidance, class_labels=chunk,
+                    scale={m: scale_given[m] for m in methods if m in scale_given} or None,
+                    steps=body.steps, seed=seed + start, sampler=body.sampler, limits=server_limits(settings))
+            except CoreRequestInvalid as exc:
                 # Every batch is checked the same way: report the first batch's problems once.
-                raise RequestInvalid([_remap(e, a, b) for e in exc.errors]) from None
+                raise http_errors(exc, rename) from None
+            specs.append((start, job_spec(resolved)))
     first = specs[0][1]
     scales: dict[str, float] = {}
     for _, spec in specs:
         scales.update(spec.scales)
     return Plan(preset=preset, labels=labels, seed=seed, label_source=label_source, method_a=a, method_b=b,
                 scales=scales, specs=specs, steps=first.steps, sampler=first.sampler)
-
-
-def _remap(error: dict[str, Any], a: str, b: str) -> dict[str, Any]:
-    """A generation request's error location -> the study request's field."""
-    loc = list(error["loc"])
-    if len(loc) >= 2:
-        if loc[1] == "scale" and len(loc) == 3:
-            loc = ["body", "scale_a" if loc[2] == a else "scale_b"]
-        elif loc[1] == "guidance":
-            loc = ["body", "method_a"]
-        elif loc[1] == "class_labels":
-            loc = ["body", "labels"]
-    return {**error, "loc": tuple(loc)}
 
 
 def create_study(session: Session, body, settings: Settings, owner_key_id: str | None) -> Study:
@@ -172,9 +159,9 @@ def create_study(session: Session, body, settings: Settings, owner_key_id: str |
         job_ids.append(job.id)
         for offset in range(len(spec.labels)):
             a_job, b_job, _ = slot.get(start + offset, (None, None, offset))
-            if spec.guidance == "pair" or spec.guidance == plan.method_a:
+            if spec.guidance == PAIR or spec.guidance == plan.method_a:
                 a_job = job.id
-            if spec.guidance == "pair" or spec.guidance == plan.method_b:
+            if spec.guidance == PAIR or spec.guidance == plan.method_b:
                 b_job = job.id
             slot[start + offset] = (a_job, b_job, offset)
 
@@ -362,17 +349,15 @@ def close_study(session: Session, study: Study) -> Study:
 
 # -- status -------------------------------------------------------------------------------
 
-def is_row_id(value) -> bool:
-    """Ids of survey rows are uuid4 hex; anything else (NUL bytes included, which PostgreSQL refuses) is no id."""
-    return isinstance(value, str) and ROW_ID.fullmatch(value) is not None
-
-
 def get_study(session: Session, study_id: str) -> Study | None:
     return session.get(Study, study_id) if is_row_id(study_id) else None
 
 
-def list_studies(session: Session, limit: int = 100) -> list[Study]:
-    return list(session.scalars(select(Study).order_by(Study.created_at.desc(), Study.id.desc()).limit(limit)))
+def list_studies(session: Session, key, limit: int = 100) -> list[Study]:
+    """Newest first, only those ``key`` may see (``app.survey.access``)."""
+    from app.survey.access import studies_query
+
+    return list(session.scalars(studies_query(key, limit)))
 
 
 def links(study: Study, base_url: str = "") -> dict:
@@ -443,8 +428,3 @@ def pair_status(session: Session, study: Study) -> list[dict]:
                     "seed": p.seed, "attention_check": p.is_attention_check, "assigned": p.n_assigned,
                     "answers": c["answers"], "a_left": c["a_left"], "choices": choices})
     return out
-
-
-def assigned_unanswered(session: Session, study: Study) -> int:
-    return session.scalar(select(func.count()).where(Assignment.study_id == study.id,
-                                                     Assignment.answered_at.is_(None))) or 0

@@ -119,12 +119,13 @@ def record_vote(session: Session, study: Study, rater: Rater, *, pair_id: str | 
     pair = session.get(SurveyPair, assignment.pair_id)
     now = utcnow()
     server_ms = max(0.0, (now - assignment.assigned_at).total_seconds() * 1000.0)
-    response = client if client is not None else server_ms
+    # The flag trusts only the server's clock: a script can report any client time, but cannot
+    # answer sooner after the pair was assigned than it did. The client's time is kept as data.
     vote = SurveyVote(
         id=uuid.uuid4().hex, study_id=study.id, rater_id=rater.id, pair_id=pair.id, assignment_id=assignment.id,
         side=side, choice=choice_for(study, pair, assignment.a_side, side), a_side=assignment.a_side,
         position=assignment.position, client_ms=client, server_ms=round(server_ms, 1), images_loaded=images_loaded,
-        load_ms=load, input=kind, too_fast=response < study.min_answer_ms,
+        load_ms=load, input=kind, too_fast=server_ms < study.min_answer_ms,
         is_attention_check=pair.is_attention_check,
         attention_passed=(side == SAME) if pair.is_attention_check else None, created_at=now)
     session.add(vote)

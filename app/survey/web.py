@@ -7,15 +7,18 @@ browser test checks that none tries.
 """
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-REPO = Path(__file__).resolve().parents[2]
-TEMPLATES_DIR = REPO / "templates"
-STATIC_DIR = Path(__file__).resolve().parents[1] / "static" / "survey"
+# Inside the app package, so an installed wheel has them (app/templates is a
+# link to the top-level templates/ in the source tree).
+PACKAGE_DIR = Path(str(resources.files("app")))
+TEMPLATES_DIR = PACKAGE_DIR / "templates"
+STATIC_DIR = PACKAGE_DIR / "static" / "survey"
 STATIC_URL = "/static/survey"
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
 
@@ -27,6 +30,12 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }
+
+# The statistics report is one self-contained file: inline CSS and SVG, images from this server
+# (or embedded), never a script.
+REPORT_CSP = ("default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; base-uri 'none'; "
+              "form-action 'none'; frame-ancestors 'none'")
+REPORT_HEADERS = {**SECURITY_HEADERS, "Content-Security-Policy": REPORT_CSP}
 
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 templates.env.globals["static"] = lambda name: f"{STATIC_URL}/{name}"

@@ -1,25 +1,29 @@
-"""Batched, seed-exact ancestral (DDPM) and DDIM sampling with classifier guidance.
+"""The trajectory loop: batched, seed-exact sampling with any registered sampler and any guidance provider.
 
 A batch is a list of *trajectories* (label, seed, method, scale). Every
 trajectory owns a CPU ``torch.Generator`` seeded with its seed, from which it
-draws x_T and then one noise tensor per step, the last step included (where
-the noise is multiplied by zero, as in ADM). So a trajectory's image depends
-only on its own settings, never on its batch neighbours, and the robust and
-vanilla trajectories of a pair, which carry the same seed, share x_T and all
-per-step noise. All trajectories go through the UNet in one batched forward
-per step (a pair of B labels is one batch of 2B); each guiding classifier runs
-on the trajectories that asked for it.
+draws x_T and then the sampler's ``noise_draws_per_step`` noise tensors per
+step, the last step included (where DDPM multiplies its noise by zero, as in
+ADM). So a trajectory's image depends only on its own settings, never on its
+batch neighbours, and the robust and vanilla trajectories of a pair, which
+carry the same seed, share x_T and all per-step noise. All trajectories go
+through the UNet in one batched forward per step (a pair of B labels is one
+batch of 2B); each guidance provider runs on the trajectories that asked for it.
+
+The loop knows no sampler by name: it looks the name up in
+``model_core.sampling.registry``, makes one sampler object for the batch
+(``model_core.sampling.base``) and calls its ``step`` with a ``StepContext``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
-from model_core.diffusion.process import GaussianDiffusion, _gather
-from model_core.sampling import registry
-from model_core.sampling.guidance import guided_eps, guided_mean, log_prob_grad
+from model_core.diffusion.process import GaussianDiffusion
+from model_core.sampling import providers, registry
+from model_core.sampling.base import SamplerOptions, StepContext
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 
@@ -43,24 +47,28 @@ def _check_seed(seed: int) -> int:
 
 
 @torch.no_grad()
-def sample(diffusion: GaussianDiffusion, unet: torch.nn.Module, classifiers: Mapping[str, torch.nn.Module],
+def sample(diffusion: GaussianDiffusion, unet: torch.nn.Module, guides: Mapping[str, Any],
            trajectories: list[Trajectory], shape: tuple[int, int, int], *, sampler: str = "ddpm",
            eta: float = 0.0, clip_denoised: bool = True, device: str | torch.device = "cpu",
            class_cond: bool = True, callback: StepCallback | None = None,
            generators: list[torch.Generator] | None = None) -> torch.Tensor:
     """Sample every trajectory; returns x_0 as a float tensor in [-1, 1], shape (N, C, H, W).
 
+    ``guides`` maps a guidance method to its provider
+    (``model_core.sampling.providers.GuidanceProvider``); a bare
+    ``torch.nn.Module`` is taken as an ADM time-dependent classifier.
     ``generators`` (one CPU generator per trajectory) replaces the default
     ``torch.Generator().manual_seed(seed)``; each is left advanced by exactly
-    1 + num_steps draws, so a caller may continue the stream.
+    1 + num_steps * noise_draws_per_step draws, so a caller may continue the stream.
     """
-    step_fn = registry.load(sampler)
+    info = registry.get(sampler)
+    sampler_cls = registry.load(sampler)
     if not trajectories:
         raise ValueError("nothing to sample: no trajectories given")
     device = torch.device(device)
     n = len(trajectories)
     for tr in trajectories:
-        if tr.method != "none" and tr.method not in classifiers:
+        if tr.method != "none" and tr.method not in guides:
             raise ValueError(f"guidance method {tr.method!r} has no classifier loaded")
     if generators is None:
         generators = [torch.Generator().manual_seed(_check_seed(tr.seed)) for tr in trajectories]
@@ -77,7 +85,9 @@ def sample(diffusion: GaussianDiffusion, unet: torch.nn.Module, classifiers: Map
         idx = [i for i, tr in enumerate(trajectories) if tr.method == method and tr.scale != 0]
         if idx:
             groups[method] = torch.tensor(idx, device=device)
+    active = {method: providers.as_provider(guides[method]) for method in groups}
     model_kwargs = {"y": labels} if class_cond else {}
+    stepper = sampler_cls(diffusion, SamplerOptions(eta=eta))
 
     x = draw()
     total = diffusion.num_timesteps
@@ -85,32 +95,16 @@ def sample(diffusion: GaussianDiffusion, unet: torch.nn.Module, classifiers: Map
         t = torch.full((n,), i, device=device, dtype=torch.long)
         model_t = diffusion.model_timesteps(t)
         out = diffusion.p_mean_variance(unet, x, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs)
-        grad = torch.zeros_like(x)
-        for method, idx in groups.items():
-            grad[idx] = log_prob_grad(classifiers[method], x[idx], model_t[idx], labels[idx])
-        noise = draw()
+        grad = None
+        if groups:
+            grad = torch.zeros_like(x)
+            for method, idx in groups.items():
+                grad[idx] = active[method].grad_log_prob(x[idx], model_t[idx], labels[idx])
+        noise = tuple(draw() for _ in range(info.noise_draws_per_step))
         not_last = (t != 0).float().view(-1, *([1] * (x.ndim - 1)))
-        x = step_fn(diffusion, x, t, out, grad, scales, eta, noise, not_last, bool(groups))
+        result = stepper.step(StepContext(step=step, x=x, t=t, model_t=model_t, out=out, grad=grad,
+                                          scales=scales if groups else None, noise=noise, not_last=not_last))
+        x = result.x_prev
         if callback is not None:
-            callback(step, total, x, out["pred_xstart"])
+            callback(step, total, x, result.pred_xstart)
     return x
-
-
-def ddpm_step(diffusion, x, t, out, grad, scales, eta, noise, not_last, guided):
-    mean = guided_mean(out["mean"], out["variance"], grad, scales) if guided else out["mean"]
-    return mean + not_last * torch.exp(0.5 * out["log_variance"]) * noise
-
-
-def ddim_step(diffusion, x, t, out, grad, scales, eta, noise, not_last, guided):
-    alpha_bar = _gather(diffusion.alphas_cumprod, t, x.shape)
-    alpha_bar_prev = _gather(diffusion.alphas_cumprod_prev, t, x.shape)
-    pred_xstart = out["pred_xstart"]
-    if guided:
-        # Score conditioning (ADM's condition_score): shift eps, re-derive x_0.
-        eps = diffusion.predict_eps_from_xstart(x, t, pred_xstart)
-        eps = guided_eps(eps, alpha_bar, grad, scales)
-        pred_xstart = diffusion.predict_xstart_from_eps(x, t, eps)
-    eps = diffusion.predict_eps_from_xstart(x, t, pred_xstart)
-    sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
-    mean_pred = pred_xstart * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
-    return mean_pred + not_last * sigma * noise

@@ -2,9 +2,22 @@
 
 Torch-free, so that the API validates ``sampler`` at the edge without
 loading torch: an entry names its implementation as ``"module:attribute"``,
-imported only when a trajectory loop runs it. Adding a sampler is its module
-(a class with the interface of ``model_core.sampling.base.Sampler``) and one
-``register`` line below; everything that offers samplers reads ``names()``.
+imported only when a trajectory loop runs it. Everything that offers
+samplers (API and survey schemas, ``rguide sample``/``evaluate``, steps
+parsing) reads ``names()``; the database stores the name as data.
+
+Adding a sampler is
+
+1. its module, e.g. ``model_core/sampling/dpm_solver.py``, with a subclass of
+   ``model_core.sampling.base.Sampler`` whose ``step(ctx)`` returns the next x
+   and the x_0 prediction to show (it may keep state on ``self`` between
+   steps: one instance serves one batch, from the first step to the last);
+2. one ``register(SamplerInfo(...))`` line below, with the number of noise
+   tensors it consumes per step (the loop draws them from each trajectory's
+   generator and passes them in ``ctx.noise``);
+3. its test (against hand-written reference steps, as in tests/test_sampling.py).
+
+Plugins and tests may also ``register`` at run time (and ``unregister``).
 """
 from __future__ import annotations
 
@@ -71,8 +84,8 @@ def implied_by_spacing(spec: str) -> str | None:
 
 
 register(SamplerInfo(
-    "ddpm", "model_core.sampling.loop:ddpm_step", "ancestral sampling (Ho et al.; ADM's p_sample)",
+    "ddpm", "model_core.sampling.ddpm:DDPMSampler", "ancestral sampling (Ho et al.; ADM's p_sample)",
     stochastic=True, noise_draws_per_step=1))
 register(SamplerInfo(
-    "ddim", "model_core.sampling.loop:ddim_step", "DDIM (Song et al.), eta 0; guidance shifts eps (ADM's condition_score)",
+    "ddim", "model_core.sampling.ddim:DDIMSampler", "DDIM (Song et al.), eta 0; guidance shifts eps (ADM's condition_score)",
     stochastic=False, noise_draws_per_step=1, spacing_prefix="ddim"))

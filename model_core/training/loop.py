@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import time
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model_core.errors import SettingError
+from model_core.errors import InputError, SettingError
 from model_core.files import atomic_write, atomic_write_text
 
 STATE_FILE = "state.pt"
@@ -71,18 +72,62 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every global generator's state as tensors and plain numbers, so a state file loads with
+    ``weights_only=True`` (Python's and numpy's own state objects would need unpickling)."""
+    version, words, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": {"version": int(version), "words": torch.tensor(words, dtype=torch.int64), "gauss": gauss},
+             "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(int(w) for w in py["words"].tolist()), py["gauss"]))
+    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _diagnosis(message: str) -> str:
+    """torch's reason without its advice to load with weights_only=False (which would run the file's code)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    keep = [line for line in lines if "weights_only" not in line and not line.startswith("Check the documentation")]
+    return " ".join(" ".join(keep or lines[-1:]).split())
+
+
+class TrainingStateError(InputError):
+    """A run directory's state file cannot be resumed from: unreadable, or not tensors and plain data."""
+
+
+def load_training_state(path: Path) -> dict[str, Any]:
+    """A training state, read with ``weights_only=True``: it never runs code from the file.
+
+    A state holds tensors, numbers, strings and containers of them (the RNG
+    states as tensors). A file that needs anything else, a crafted pickle
+    included, is refused, as is a corrupt or truncated one.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError) as err:
+        text = _diagnosis(str(err))
+        if "unsupported global" in str(err).lower():
+            raise TrainingStateError(
+                f"{path} holds Python objects besides tensors and plain data, so it is not loaded (loading it "
+                "could run code from the file). A state written by this version never does; if you trust the "
+                f"file (e.g. an older version wrote it), delete it to start the run over") from None
+        raise TrainingStateError(f"{path} cannot be read as a training state (truncated or not a checkpoint?): "
+                                 f"{text[:200]}; delete it to start the run over") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "step", "rng", "config"} <= set(state):
+        raise TrainingStateError(f"{path} is not a training state of this project (missing model, optimizer, step, "
+                                 "rng or config); delete it to start the run over")
+    return state
 
 
 # -- EMA --------------------------------------------------------------------------
@@ -109,7 +154,7 @@ class EMA:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         missing = set(self.shadow) ^ set(state)
         if missing:
-            raise RunConfigMismatch(f"EMA state does not match the model (keys differ: {sorted(missing)[:5]})")
+            raise RunConfigMismatch("out", f"EMA state does not match the model (keys differ: {sorted(missing)[:5]})")
         for k, v in state.items():
             self.shadow[k].copy_(v)
 
@@ -174,7 +219,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         state = None
         if self.has_state():
-            state = torch.load(self.state_path, map_location="cpu", weights_only=False)
+            state = load_training_state(self.state_path)
             old = {k: v for k, v in state["config"].items() if k not in resumable_keys}
             new = {k: v for k, v in info["config"].items() if k not in resumable_keys}
             diffs = config_differences(old, new)
