@@ -25,6 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model_core.errors import SettingError
+
+MNIST = "mnist"  # the data spec of the bundled digits
 MNIST_SPLIT_SEED = 0
 MNIST_HOLDOUT = 0.1  # 50 of the 500 digits of each class are held out
 MNIST_CLASS_NAMES = tuple(str(d) for d in range(10))
@@ -34,6 +37,10 @@ VALUE_RANGES = ("auto", "0-255", "0-1", "-1-1")
 
 class DatasetError(ValueError):
     """Bad or unreadable training data; the message names the file or field."""
+
+
+class DataSettingError(SettingError, DatasetError):
+    """The data setting itself is wrong (no such data set, a split MNIST does not have); names the setting."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,7 @@ def fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
 def stratified_split(labels: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) indices, sorted; each class contributes round(holdout * count) to test."""
     if not 0.0 <= holdout < 1.0:
-        raise DatasetError(f"holdout must be in [0, 1), got {holdout}")
+        raise DataSettingError("holdout", f"{{holdout}} must be in [0, 1), got {holdout}")
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     test = []
@@ -128,6 +135,38 @@ def _apply_split(ds: ImageDataset, split: str, holdout: float, seed: int) -> Ima
     return ds.subset(idx, {"split": split, "holdout": holdout, "split_seed": seed, "size": len(idx)})
 
 
+# -- which split is for what ---------------------------------------------------
+def has_heldout_split(spec: str) -> bool:
+    """Whether the data set has a built-in held-out split (MNIST's fixed 50 digits per class)."""
+    return spec == MNIST
+
+
+def heldout_split(spec: str) -> str:
+    """The split of ``spec`` to measure on: MNIST's fixed ``test`` split; other data given for that, ``all``.
+
+    Training always takes the ``train`` split (for other data: everything
+    unless a ``holdout`` fraction is set).
+    """
+    return "test" if has_heldout_split(spec) else "all"
+
+
+def preset_training_data(preset) -> str | None:
+    """The data spec a preset's networks were trained on (``extra.training.data`` in its JSON), or None."""
+    return preset.extra.get("training", {}).get("data")
+
+
+def heldout_data(preset, data: str | None = None) -> tuple[str, str]:
+    """(spec, split) of the held-out images to measure a preset's networks on.
+
+    ``data`` when given, else the preset's training data; in either case
+    :func:`heldout_split` of it, so ``mnist`` means its 500 test digits.
+    """
+    spec = data or preset_training_data(preset)
+    if spec is None:
+        raise DataSettingError("data", f"preset {preset.name!r} has no training data recorded: give {{data}}")
+    return spec, heldout_split(spec)
+
+
 # -- sources ----------------------------------------------------------------
 @lru_cache(maxsize=1)
 def _mnist_all() -> ImageDataset:
@@ -149,7 +188,7 @@ def load_mnist(split: str = "train") -> ImageDataset:
 
 def _scale(arr: np.ndarray, value_range: str, where: str) -> np.ndarray:
     if value_range not in VALUE_RANGES:
-        raise DatasetError(f"value_range must be one of {VALUE_RANGES}, got {value_range!r}")
+        raise DataSettingError("value_range", f"{{value_range}} must be one of {VALUE_RANGES}, got {value_range!r}")
     if not np.isfinite(arr).all():
         raise DatasetError(f"{where}: images contain NaN or infinite values")
     lo, hi = float(arr.min()), float(arr.max())
@@ -264,15 +303,20 @@ def load_image_folder(root: str | Path, image_size: int | None = None, channels:
 
 
 def load_dataset(spec: str, split: str = "train", holdout: float | None = None, split_seed: int = 0,
-                 image_size: int | None = None, channels: int = 3, value_range: str = "auto") -> ImageDataset:
+                 image_size: int | None = None, channels: int = 3, value_range: str = "auto", *,
+                 setting: str = "data") -> ImageDataset:
     """``mnist``, a ``.npz`` file or an image folder, then the requested split.
 
     MNIST always uses its fixed split (``holdout`` and ``split_seed`` must be
     left unset); other data are used whole unless ``holdout`` is given.
+    ``setting`` is the name of the setting ``spec`` came from (``data``,
+    ``real_data``), for the error that says it is neither a name, a file
+    nor a folder.
     """
-    if spec == "mnist":
+    if spec == MNIST:
         if holdout not in (None, MNIST_HOLDOUT) or split_seed not in (0, MNIST_SPLIT_SEED):
-            raise DatasetError("the MNIST split is fixed (50 digits per class held out, seed 0)")
+            raise DataSettingError("holdout", "the MNIST split is fixed (50 digits per class held out, seed 0): "
+                                   "leave {holdout} unset")
         return load_mnist(split)
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".npz":
@@ -280,9 +324,10 @@ def load_dataset(spec: str, split: str = "train", holdout: float | None = None, 
     elif path.is_dir():
         ds = load_image_folder(path, image_size, channels)
     elif not path.exists():
-        raise DatasetError(f"--data {spec!r}: not 'mnist', and no such file or folder")
+        raise DataSettingError(setting, f"{{{setting}}} {spec!r}: not 'mnist', and no such file or folder")
     else:
-        raise DatasetError(f"--data {spec!r}: expected 'mnist', a .npz file or a folder of class sub-folders")
+        raise DataSettingError(setting, f"{{{setting}}} {spec!r}: expected 'mnist', a .npz file or a folder of "
+                                        "class sub-folders")
     if image_size is not None and ds.image_size != image_size:
         raise DatasetError(f"{spec}: images are {ds.image_size}x{ds.image_size} but the model wants "
                            f"{image_size}x{image_size}")

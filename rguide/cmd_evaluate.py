@@ -6,8 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
+from model_core.errors import message
 from model_core.sampling import registry as samplers
 from rguide.cli import CLIError
+
+# How the core's setting names are spelled on these command lines.
+EVALUATE_FLAGS = {"methods": "--guidance", "scales": "--scales", "per_class": "--per-class", "steps": "--steps",
+                  "sampler": "--sampler", "seed": "--seed", "features": "--features",
+                  "feature_weights": "--feature-weights", "real_data": "--real", "k": "--k", "preset": "--preset"}
+CLASSIFIER_FLAGS = {"data": "--data", "attack": "--attack", "eps": "--eps", "step_size": "--step-size",
+                    "attack_steps": "--attack-steps", "buckets": "--buckets", "seed": "--seed",
+                    "preset": "--preset"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -92,17 +101,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     try:
         report = run_evaluation(settings, args.out, device=args.device, progress=not args.no_progress)
     except (ValueError, FileNotFoundError) as exc:
-        raise CLIError(str(exc)) from None
+        raise CLIError(message(exc, EVALUATE_FLAGS)) from None
     print((args.out / "results.md").read_text())
     print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'} and {len(report['rows'])} grids")
     return 0
 
 
 def run_evaluate_classifier(args: argparse.Namespace) -> int:
-    from model_core.data import DatasetError, load_dataset
+    from model_core.data import DatasetError, heldout_data, load_dataset
     from model_core.pipeline import get_pipeline
     from model_core.presets import get_preset
     from model_core.robustness.evaluate import evaluate_classifier
+    from model_core.training.recipes import classifier_process
 
     try:
         preset = get_preset(args.preset)
@@ -113,21 +123,17 @@ def run_evaluate_classifier(args: argparse.Namespace) -> int:
     if unknown:
         raise CLIError(f"--classifiers: {', '.join(unknown)} not in preset {preset.name!r} "
                        f"({', '.join(preset.classifiers)})")
-    data = args.data or preset.extra.get("training", {}).get("data")
-    if data is None:
-        raise CLIError(f"preset {preset.name!r} has no training data recorded: pass --data")
     try:
-        ds = load_dataset(data, split="test", image_size=preset.image_size, channels=preset.in_channels) \
-            if data == "mnist" else load_dataset(data, split="all", image_size=preset.image_size,
-                                                 channels=preset.in_channels)
+        data, split = heldout_data(preset, args.data)
+        ds = load_dataset(data, split=split, image_size=preset.image_size, channels=preset.in_channels)
     except DatasetError as exc:
-        raise CLIError(str(exc)) from None
+        raise CLIError(message(exc, CLASSIFIER_FLAGS)) from None
     missing = preset.missing_checkpoints(names)
     if missing:
         raise CLIError("; ".join(missing))
     attack = attack_settings(preset, args)
     pipe = get_pipeline(preset.name, "cpu")
-    process = {k: v for k, v in preset.diffusion["process"].items() if k != "learn_sigma"}
+    process = classifier_process(preset)
     results = {}
     for name in names:
         res = evaluate_classifier(pipe.classifiers[name], ds, process, **attack, buckets=args.buckets,
@@ -142,24 +148,13 @@ def run_evaluate_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
-PAPER_ATTACK = {"attack": "l2", "eps": 0.5, "step_size": 0.083, "attack_steps": 7}
-
-
 def attack_settings(preset, args: argparse.Namespace) -> dict:
-    """Flags first, then the attack the preset's robust classifier was trained against, then the paper's.
+    """The attack flags over ``model_core.robustness.defaults.attack_settings``: the preset's training attack,
+    else the paper's; ``--eps`` alone takes the paper's eps/6 step."""
+    from model_core.robustness.defaults import ATTACK_FIELDS
+    from model_core.robustness.defaults import attack_settings as defaults
 
-    Defaulting to the training radius makes the plain command test the
-    robustness the classifier was built for (the demo trains at a larger
-    radius than the paper's, see its model card).
-    """
-    recipe = preset.extra.get("training", {}).get("robust", {})
-    out = {}
-    for key in PAPER_ATTACK:
-        flag = getattr(args, key)
-        out[key] = flag if flag is not None else recipe.get(key, PAPER_ATTACK[key])
-    if args.eps is not None and args.step_size is None:
-        out["step_size"] = round(args.eps * PAPER_ATTACK["step_size"] / PAPER_ATTACK["eps"], 6)  # the paper's eps/6
-    return out
+    return defaults(preset, {k: getattr(args, k) for k in ATTACK_FIELDS}).to_dict()
 
 
 def classifier_table(results: dict) -> str:

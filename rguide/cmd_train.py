@@ -6,6 +6,10 @@ are the defaults, so ``rguide train-classifier --preset demo --robust --out
 runs/robust`` reproduces the bundled demo classifier; every flag overrides.
 Without a preset, give ``--data`` and ``--model-config`` (a JSON file of
 ADM flags). A run directory resumes when the same command is run again.
+
+The rule that turns a preset and overrides into a config lives in
+``model_core.training.recipes``; this module only turns flags into overrides
+(config field names) and spells the core's setting names as flags.
 """
 from __future__ import annotations
 
@@ -14,9 +18,8 @@ import json
 import time
 from pathlib import Path
 
+from model_core.errors import message
 from rguide.cli import CLIError
-
-PAPER = "paper: "
 
 
 def _common(p: argparse.ArgumentParser, what: str) -> None:
@@ -122,20 +125,25 @@ def _preset(args):
         raise CLIError(str(exc)) from None
 
 
+# flag dest -> config field; the attack flags only for train-classifier.
 FLAG_TO_FIELD = {"steps": "total_steps", "batch_size": "batch_size", "lr_start": "lr_start", "lr_end": "lr_end",
                  "weight_decay": "weight_decay", "ema_decay": "ema_decay", "seed": "seed", "crop_pad": "crop_pad",
                  "hflip": "hflip", "holdout": "holdout", "value_range": "value_range", "ckpt_every": "ckpt_every",
                  "data": "data"}
+ATTACK_FLAGS = {"attack": "attack", "eps": "eps", "step_size": "step_size", "attack_steps": "attack_steps"}
+# How the core's setting names are spelled on this command line.
+SETTING_FLAGS = {**{field: "--" + flag.replace("_", "-") for flag, field in {**FLAG_TO_FIELD, **ATTACK_FLAGS}.items()},
+                 "model": "--model-config", "process": "--process-config", "preset": "--preset",
+                 "classifier": "--classifier", "out": "--out"}
 
 
-def _settings(args, recipe: dict, extra_flags: dict[str, str]) -> dict:
-    """Recipe values, overridden by every flag the user gave."""
-    out = dict(recipe)
-    for flag, fld in {**FLAG_TO_FIELD, **extra_flags}.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            out[fld] = value
-    return out
+def _overrides(args, flags: dict[str, str]) -> dict:
+    """The flags the user gave, keyed by config field (None: not given)."""
+    return {fld: getattr(args, flag, None) for flag, fld in flags.items()}
+
+
+def _error(exc: Exception) -> CLIError:
+    return CLIError(message(exc, SETTING_FLAGS))
 
 
 def _threads(args) -> None:
@@ -155,63 +163,34 @@ def _finish(result, out: Path, what: str) -> int:
 
 
 def run_classifier(args: argparse.Namespace) -> int:
-    from model_core.training.classifier import DEFAULT_PROCESS, ClassifierTrainConfig, train_classifier
+    from model_core.training.classifier import train_classifier
+    from model_core.training.recipes import classifier_recipe
 
     preset = _preset(args)
-    model_cfg = _read_json(args.model_config, "--model-config")
-    process = _read_json(args.process_config, "--process-config")
-    recipe: dict = {}
-    name = args.classifier or ("robust" if args.robust else "vanilla")
-    if preset is not None:
-        if name not in preset.classifiers:
-            raise CLIError(f"--classifier {name!r}: preset {preset.name!r} has {', '.join(preset.classifiers)}")
-        model_cfg = model_cfg or preset.classifiers[name]["model"]
-        process = process or {k: v for k, v in preset.diffusion["process"].items() if k != "learn_sigma"}
-        training = preset.extra.get("training", {})
-        recipe = {"data": training.get("data"), **training.get("classifier", {}),
-                  **(training.get("robust", {}) if args.robust else {})}
-        recipe = {k: v for k, v in recipe.items() if v is not None}
-    if model_cfg is None:
-        raise CLIError("give --preset or --model-config (the classifier's ADM flags as JSON)")
-    settings = _settings(args, recipe, {"attack": "attack", "eps": "eps", "step_size": "step_size",
-                                        "attack_steps": "attack_steps"})
-    if "data" not in settings:
-        raise CLIError("--data is required without a preset recipe ('mnist', a .npz file or a class folder)")
+    overrides = {"model": _read_json(args.model_config, "--model-config"),
+                 "process": _read_json(args.process_config, "--process-config"),
+                 **_overrides(args, {**FLAG_TO_FIELD, **ATTACK_FLAGS})}
     try:
-        cfg = ClassifierTrainConfig(model=model_cfg, process=process or dict(DEFAULT_PROCESS),
-                                    robust=bool(args.robust), **settings)
-        cfg.validate()
+        cfg = classifier_recipe(preset, robust=bool(args.robust), classifier=args.classifier, overrides=overrides)
     except (TypeError, ValueError) as exc:
-        raise CLIError(str(exc)) from None
+        raise _error(exc) from None
     _threads(args)
     result = _train(train_classifier, cfg, args)
     return _finish(result, args.out, "robust classifier" if cfg.robust else "vanilla classifier")
 
 
 def run_diffusion(args: argparse.Namespace) -> int:
-    from model_core.training.diffusion import DiffusionTrainConfig, train_diffusion
+    from model_core.training.diffusion import train_diffusion
+    from model_core.training.recipes import diffusion_recipe
 
     preset = _preset(args)
-    model_cfg = _read_json(args.model_config, "--model-config")
-    process = _read_json(args.process_config, "--process-config")
-    recipe: dict = {}
-    if preset is not None:
-        model_cfg = model_cfg or preset.diffusion["model"]
-        process = process or preset.diffusion["process"]
-        training = preset.extra.get("training", {})
-        recipe = {k: v for k, v in {"data": training.get("data"), **training.get("diffusion", {})}.items()
-                  if v is not None}
-    if model_cfg is None:
-        raise CLIError("give --preset or --model-config (the UNet's ADM flags as JSON)")
-    settings = _settings(args, recipe, {})
-    if "data" not in settings:
-        raise CLIError("--data is required without a preset recipe ('mnist', a .npz file or a class folder)")
-    kwargs = {"process": process} if process else {}
+    overrides = {"model": _read_json(args.model_config, "--model-config"),
+                 "process": _read_json(args.process_config, "--process-config"),
+                 **_overrides(args, FLAG_TO_FIELD)}
     try:
-        cfg = DiffusionTrainConfig(model=model_cfg, **kwargs, **settings)
-        cfg.validate()
+        cfg = diffusion_recipe(preset, overrides)
     except (TypeError, ValueError) as exc:
-        raise CLIError(str(exc)) from None
+        raise _error(exc) from None
     _threads(args)
     result = _train(train_diffusion, cfg, args)
     return _finish(result, args.out, "diffusion model")
@@ -219,16 +198,16 @@ def run_diffusion(args: argparse.Namespace) -> int:
 
 def _train(fn, cfg, args):
     from model_core.data import DatasetError
-    from model_core.training.loop import RunConfigMismatch
+    from model_core.errors import SettingError
 
     try:
         return fn(cfg, args.out, max_minutes=args.max_minutes, progress=not args.no_progress, device=args.device)
-    except (DatasetError, RunConfigMismatch) as exc:
-        raise CLIError(str(exc)) from None
+    except (DatasetError, SettingError) as exc:  # SettingError: a RunConfigMismatch, data that do not fit the model
+        raise _error(exc) from None
 
 
 def run_feature_net(args: argparse.Namespace) -> int:
-    from model_core.data import DatasetError, load_dataset
+    from model_core.data import DatasetError, has_heldout_split, load_dataset
     from model_core.models.feature_net import save_feature_net
     from model_core.training.feature_net import train_feature_net
     from model_core.provenance import environment
@@ -236,9 +215,9 @@ def run_feature_net(args: argparse.Namespace) -> int:
     _threads(args)
     try:
         train = load_dataset(args.data, split="train")
-        test = load_dataset(args.data, split="test") if args.data == "mnist" else None
+        test = load_dataset(args.data, split="test") if has_heldout_split(args.data) else None
     except DatasetError as exc:
-        raise CLIError(str(exc)) from None
+        raise _error(exc) from None
     if test is None:
         raise CLIError("the feature network is evaluated on a held-out split; only --data mnist has one built in")
     import torch

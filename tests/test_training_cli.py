@@ -65,7 +65,7 @@ def test_train_diffusion_cli(tmp_path, tiny_npz, configs, capsys):
     ([], "--preset or --model-config"),
     (["--model-config", "MISSING"], "cannot read"),
     (["--model-config", "CLF", "--data", "/no/such.npz"], "no such file"),
-    (["--model-config", "CLF", "--data", "NPZ", "--attack-steps", "0", "--robust"], "attack_steps"),
+    (["--model-config", "CLF", "--data", "NPZ", "--attack-steps", "0", "--robust"], "--attack-steps >= 1"),
     (["--preset", "nope", "--data", "NPZ"], "unknown"),
 ])
 def test_train_cli_errors_are_clear(tmp_path, tiny_npz, configs, capsys, extra, msg):

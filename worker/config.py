@@ -271,6 +271,36 @@ class Settings:
         return out
 
 
+# Set by ``rguide worker`` / ``rguide up`` for the worker processes they start (rguide/cmd_serve.py).
+WORKER_PRELOAD = "RGUIDE_WORKER_PRELOAD"  # comma-separated presets to load when a pool process starts
+TORCH_THREADS = "RGUIDE_TORCH_THREADS"    # torch CPU threads per pool process
+WORKER_POOL = "RGUIDE_WORKER_POOL"        # the Celery pool ("solo" or "prefork"), recorded in service_workers
+
+
+@dataclass(frozen=True)
+class WorkerProcess:
+    """How one worker process runs: what it preloads, its torch threads, its pool.
+
+    Read in the worker's start-up signals (``worker.tasks``), after the
+    command that starts it has set the variables, so it is built per call
+    rather than once at import like :class:`Settings`.
+    """
+    preload: tuple[str, ...] = ()
+    torch_threads: int | None = None
+    pool: str = "solo"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "WorkerProcess":
+        env = os.environ if env is None else env
+        preload = tuple(n.strip() for n in env.get(WORKER_PRELOAD, "").split(",") if n.strip())
+        threads = _int(env, TORCH_THREADS, 0, minimum=1) if (env.get(TORCH_THREADS) or "").strip() else None
+        return cls(preload=preload, torch_threads=threads, pool=env.get(WORKER_POOL) or "solo")
+
+    def describe(self) -> dict[str, str]:
+        """What the worker's row in service_workers records."""
+        return {"preload": ",".join(self.preload), "pool": self.pool}
+
+
 def _redact(url: str) -> str:
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)

@@ -15,7 +15,7 @@ import threading
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from worker.celery_app import TASK_NAME, make_celery
-from worker.config import Settings
+from worker.config import Settings, WorkerProcess
 
 log = logging.getLogger("rguide.worker")
 
@@ -66,7 +66,7 @@ _presence: _Presence | None = None
 
 def preload() -> list[str]:
     """Load the presets named in $RGUIDE_WORKER_PRELOAD (comma-separated) into this process."""
-    names = [n.strip() for n in os.environ.get("RGUIDE_WORKER_PRELOAD", "").split(",") if n.strip()]
+    names = list(WorkerProcess.from_env().preload)
     if not names:
         return []
     from model_core.pipeline import get_pipeline
@@ -85,11 +85,11 @@ def _pool_process_started(**_kwargs) -> None:
     from worker.db import dispose_engines
 
     dispose_engines()
-    threads = os.environ.get("RGUIDE_TORCH_THREADS")
+    threads = WorkerProcess.from_env().torch_threads
     if threads:
         import torch
 
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(threads)
     preload()
 
 
@@ -98,8 +98,7 @@ def _worker_ready(sender=None, **_kwargs) -> None:
     global _presence
     hostname = getattr(sender, "hostname", None) or socket.gethostname()
     name = f"{hostname}:{os.getpid()}"[:128]
-    _presence = _Presence(name, {"preload": os.environ.get("RGUIDE_WORKER_PRELOAD", ""),
-                                 "pool": os.environ.get("RGUIDE_WORKER_POOL", "solo")})
+    _presence = _Presence(name, WorkerProcess.from_env().describe())
     _presence.beat()
     _presence.start()
     log.info("worker %s ready on queue %s (%s)", name, settings.queue, settings.describe()["broker"])

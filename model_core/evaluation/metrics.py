@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from model_core.errors import SettingError
+
 
 # -- precision / recall -----------------------------------------------------------
 def _pairwise(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -133,7 +135,8 @@ def load_extractor(kind: str, path: str | Path | None = None) -> nn.Module:
     """``digits`` (a DigitFeatureNet file) or ``inception`` (Inception-V3 weights from a user-given path)."""
     if kind == "digits":
         if path is None:
-            raise ValueError("the digits feature network needs a weights path")
+            raise SettingError("feature_weights", "the digits feature network needs a weights file: give "
+                                                  "{feature_weights}")
         from model_core.models.feature_net import load_feature_net
 
         return load_feature_net(path)

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from model_core import settings as core_settings
+from model_core.errors import SettingError
 from model_core.files import atomic_write, atomic_write_text
 
 TABLE_METRICS = ("fid", "precision", "recall")
@@ -59,15 +61,16 @@ def evaluation_setup(preset, settings: EvalSettings) -> tuple[str, str | None, s
     feats = ev.get("features", {})
     kind = settings.features or feats.get("kind")
     if kind is None:
-        raise ValueError(f"preset {preset.name!r} names no evaluation feature network: pass --features "
-                         "inception --inception-weights PATH (or digits with --feature-weights)")
+        raise SettingError("features", f"preset {preset.name!r} names no evaluation feature network: give "
+                           "{features} inception with {feature_weights} PATH (or digits with {feature_weights})",
+                           also=("feature_weights",))
     path = settings.feature_weights or _resolve_path(feats.get("path"))
     if path is None and feats.get("env"):
-        path = settings.env(feats["env"])
+        path = core_settings.env(feats["env"])
     real = settings.real_data or ev.get("real_data")
     if real is None:
-        raise ValueError(f"preset {preset.name!r} names no real images to compare with: pass --real "
-                         "(a .npz file or a class folder)")
+        raise SettingError("real_data", f"preset {preset.name!r} names no real images to compare with: give "
+                           "{real_data} (a .npz file or a class folder)")
     split = ev.get("real_split", "test") if settings.real_data is None else "all"
     return kind, path, real, split
 
@@ -110,13 +113,13 @@ def run_evaluation(settings: EvalSettings, out: str | Path, *, device: str | Non
 
     preset = get_preset(settings.preset)
     if settings.per_class < 1:
-        raise ValueError(f"--per-class must be >= 1, got {settings.per_class}")
+        raise SettingError("per_class", f"{{per_class}} must be >= 1, got {settings.per_class}")
     rows = _rows(settings, preset)
     spec = parse_steps(settings.steps or preset.default_steps,
                        settings.sampler or (None if settings.steps else preset.default_sampler))
     kind, weights, real_spec, real_split = evaluation_setup(preset, settings)
     extractor = load_extractor(kind, weights)
-    real_ds = load_dataset(real_spec, split=real_split)
+    real_ds = load_dataset(real_spec, split=real_split, setting="real_data")
     if real_ds.images.shape[1:] != (preset.in_channels, preset.image_size, preset.image_size):
         raise ValueError(f"real images are {tuple(real_ds.images.shape[1:])} but preset {preset.name!r} makes "
                          f"{(preset.in_channels, preset.image_size, preset.image_size)}")

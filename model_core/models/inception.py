@@ -22,13 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from model_core import settings
+from model_core.errors import SettingError
 
 INCEPTION_ENV = settings.INCEPTION_WEIGHTS
 IGNORED_PREFIXES = ("fc.", "AuxLogits.")
 
 
-class InceptionWeightsError(FileNotFoundError):
-    pass
+class InceptionWeightsError(SettingError, FileNotFoundError):
+    """No Inception-V3 weights file: names the setting (``feature_weights``) and the environment variable."""
 
 
 class Conv(nn.Module):
@@ -192,12 +193,13 @@ def load_inception(path: str | os.PathLike | None = None) -> InceptionV3Features
     path = path or settings.env(INCEPTION_ENV)
     if not path:
         raise InceptionWeightsError(
-            "FID on this preset needs Inception-V3 weights: pass --inception-weights PATH (e.g. the "
-            f"ported FID file pt_inception-2015-12-05-6726825d.pth) or set {INCEPTION_ENV}; nothing is downloaded")
+            "feature_weights", "FID on this preset needs Inception-V3 weights: give {feature_weights} PATH (e.g. "
+            f"the ported FID file pt_inception-2015-12-05-6726825d.pth) or set {INCEPTION_ENV}; nothing is "
+            "downloaded")
     path = Path(path).expanduser()
     if not path.is_file():
-        raise InceptionWeightsError(f"Inception-V3 weights not found at {path} (set {INCEPTION_ENV} or pass "
-                                    "--inception-weights)")
+        raise InceptionWeightsError("feature_weights", f"Inception-V3 weights not found at {path} (set "
+                                    f"{INCEPTION_ENV} or give {{feature_weights}})")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

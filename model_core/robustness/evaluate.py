@@ -8,11 +8,14 @@ import torch
 from model_core.data import ImageDataset
 from model_core.diffusion.buckets import bucket_edges, bucket_name
 from model_core.robustness.attacks import pgd_untargeted
+from model_core.robustness.defaults import PAPER_ATTACK
 
 
 @torch.no_grad()
-def evaluate_classifier(model: torch.nn.Module, ds: ImageDataset, process: dict, *, attack: str = "l2",
-                        eps: float = 0.5, step_size: float = 0.083, attack_steps: int = 7, buckets: int = 4,
+def evaluate_classifier(model: torch.nn.Module, ds: ImageDataset, process: dict, *,
+                        attack: str = PAPER_ATTACK.attack, eps: float = PAPER_ATTACK.eps,
+                        step_size: float = PAPER_ATTACK.step_size, attack_steps: int = PAPER_ATTACK.attack_steps,
+                        buckets: int = 4,
                         seed: int = 0, batch_size: int = 250, device: str = "cpu", progress: bool = True) -> dict:
     """Clean and PGD accuracy on noisy held-out images, per timestep bucket.
 

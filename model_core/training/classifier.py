@@ -21,7 +21,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from model_core.errors import SettingError
 from model_core.robustness.attacks import NORMS, pgd_untargeted
+from model_core.robustness.defaults import PAPER_ATTACK
 from model_core.data import ImageDataset, augment, batch_indices, load_dataset
 from model_core.diffusion.buckets import bucket_edges, bucket_stats
 from model_core.training.loop import (EMA, LoopResult, RunDir, count_parameters, linear_lr, mean_of, run_info, run_loop,
@@ -36,10 +38,10 @@ class ClassifierTrainConfig:
     data: str = "mnist"
     process: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PROCESS))
     robust: bool = False
-    attack: str = "l2"
-    eps: float = 0.5
-    step_size: float = 0.083
-    attack_steps: int = 7
+    attack: str = PAPER_ATTACK.attack
+    eps: float = PAPER_ATTACK.eps
+    step_size: float = PAPER_ATTACK.step_size
+    attack_steps: int = PAPER_ATTACK.attack_steps
     batch_size: int = 128
     total_steps: int = 240_000
     lr_start: float = 3e-4
@@ -56,14 +58,16 @@ class ClassifierTrainConfig:
 
     def validate(self) -> None:
         if self.attack not in NORMS:
-            raise ValueError(f"attack must be one of {NORMS}, got {self.attack!r}")
+            raise SettingError("attack", f"{{attack}} must be one of {NORMS}, got {self.attack!r}")
         for name in ("batch_size", "total_steps", "ckpt_every", "timestep_buckets"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise SettingError(name, f"{{{name}}} must be >= 1, got {getattr(self, name)}")
         if self.robust and (self.eps <= 0 or self.step_size <= 0 or self.attack_steps < 1):
-            raise ValueError("robust training needs eps > 0, step_size > 0 and attack_steps >= 1")
+            raise SettingError("attack_steps", "robust training needs {eps} > 0, {step_size} > 0 and "
+                               "{attack_steps} >= 1", also=("eps", "step_size"))
         if self.lr_start <= 0 or self.lr_end < 0 or self.weight_decay < 0:
-            raise ValueError("learning rates must be positive and weight decay non-negative")
+            raise SettingError("lr_start", "learning rates ({lr_start}, {lr_end}) must be positive and weight decay "
+                               "({weight_decay}) non-negative", also=("lr_end", "weight_decay"))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,11 +82,11 @@ def _load_data(cfg: ClassifierTrainConfig, split: str) -> ImageDataset:
 def _check_data_fits(ds: ImageDataset, cfg: ClassifierTrainConfig) -> None:
     m = cfg.model
     if ds.in_channels != int(m.get("in_channels", 3)):
-        raise ValueError(f"the data has {ds.in_channels} channels but the model config says "
-                         f"in_channels={m.get('in_channels', 3)}")
+        raise SettingError("data", f"{{data}} has {ds.in_channels} channels but the model config ({{model}}) says "
+                                   f"in_channels={m.get('in_channels', 3)}", also=("model",))
     if ds.num_classes > int(m["num_classes"]):
-        raise ValueError(f"the data has {ds.num_classes} classes but the model config says "
-                         f"num_classes={m['num_classes']}")
+        raise SettingError("data", f"{{data}} has {ds.num_classes} classes but the model config ({{model}}) says "
+                                   f"num_classes={m['num_classes']}", also=("model",))
 
 
 def build_classifier(model_cfg: dict) -> torch.nn.Module:

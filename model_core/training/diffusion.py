@@ -16,6 +16,7 @@ import torch
 
 from model_core.data import ImageDataset, augment, batch_indices, load_dataset
 from model_core.diffusion.buckets import bucket_edges, bucket_stats
+from model_core.errors import SettingError
 from model_core.training.loop import (EMA, LoopResult, RunDir, count_parameters, linear_lr, mean_of, run_info, run_loop,
                                       save_weights_from_state, seed_everything, step_generator)
 
@@ -43,13 +44,14 @@ class DiffusionTrainConfig:
     def validate(self) -> None:
         for name in ("batch_size", "total_steps", "ckpt_every", "timestep_buckets"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise SettingError(name, f"{{{name}}} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+            raise SettingError("ema_decay", f"{{ema_decay}} must be in [0, 1), got {self.ema_decay}")
         if bool(self.model.get("learn_sigma", False)) != bool(self.process.get("learn_sigma", False)):
-            raise ValueError("model.learn_sigma and process.learn_sigma must agree")
+            raise SettingError("process", "learn_sigma must agree between {model} and {process}", also=("model",))
         if self.lr_start <= 0 or self.lr_end < 0 or self.weight_decay < 0:
-            raise ValueError("learning rates must be positive and weight decay non-negative")
+            raise SettingError("lr_start", "learning rates ({lr_start}, {lr_end}) must be positive and weight decay "
+                               "({weight_decay}) non-negative", also=("lr_end", "weight_decay"))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,11 +75,12 @@ def train_diffusion(cfg: DiffusionTrainConfig, out: str | Path, *, max_minutes: 
         cfg.data, split="train", holdout=cfg.holdout, image_size=int(m["image_size"]),
         channels=int(m.get("in_channels", 3)), value_range=cfg.value_range)
     if ds.in_channels != int(m.get("in_channels", 3)):
-        raise ValueError(f"the data has {ds.in_channels} channels but the model has in_channels="
-                         f"{m.get('in_channels', 3)}")
+        raise SettingError("data", f"{{data}} has {ds.in_channels} channels but the model ({{model}}) has "
+                                   f"in_channels={m.get('in_channels', 3)}", also=("model",))
     class_cond = bool(m.get("class_cond", False))
     if class_cond and ds.num_classes > int(m["num_classes"]):
-        raise ValueError(f"the data has {ds.num_classes} classes but the model has num_classes={m['num_classes']}")
+        raise SettingError("data", f"{{data}} has {ds.num_classes} classes but the model ({{model}}) has "
+                                   f"num_classes={m['num_classes']}", also=("model",))
     diffusion = create_diffusion(cfg.process)
     T = diffusion.num_timesteps
     edges = bucket_edges(T, cfg.timestep_buckets)

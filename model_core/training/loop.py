@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model_core.errors import InputError
+from model_core.errors import InputError, SettingError
 from model_core.files import atomic_write, atomic_write_text
 
 STATE_FILE = "state.pt"
@@ -38,8 +38,8 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 
 
-class RunConfigMismatch(ValueError):
-    """The run directory holds a checkpoint of a different configuration."""
+class RunConfigMismatch(SettingError):
+    """The run directory (setting ``out``) holds a checkpoint of a different configuration."""
 
 
 # -- schedules and randomness -----------------------------------------------------
@@ -154,14 +154,14 @@ class EMA:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         missing = set(self.shadow) ^ set(state)
         if missing:
-            raise RunConfigMismatch(f"EMA state does not match the model (keys differ: {sorted(missing)[:5]})")
+            raise RunConfigMismatch("out", f"EMA state does not match the model (keys differ: {sorted(missing)[:5]})")
         for k, v in state.items():
             self.shadow[k].copy_(v)
 
 
 # -- time limits ------------------------------------------------------------------
 class Deadline:
-    """``--max-minutes``: stop cleanly (with a checkpoint) once the budget is spent."""
+    """``max_minutes``: stop cleanly (with a checkpoint) once the budget is spent."""
 
     def __init__(self, max_minutes: float | None):
         self.max_seconds = None if max_minutes is None else float(max_minutes) * 60.0
@@ -227,8 +227,8 @@ class RunDir:
                 diffs.append("data fingerprint changed")
             if diffs:
                 raise RunConfigMismatch(
-                    f"{self.path} holds a checkpoint of a different run ({'; '.join(diffs[:6])}); "
-                    f"use another --out directory, or delete {self.state_path} to start over")
+                    "out", f"{self.path} holds a checkpoint of a different run ({'; '.join(diffs[:6])}); "
+                    f"use another run directory ({{out}}), or delete {self.state_path} to start over")
             info = {**info, "wall_seconds": state.get("wall_seconds", 0.0), "resumed_at_steps":
                     state.get("resumed_at_steps", []) + [state["step"]]}
         atomic_json(self.path / RUN_FILE, info)
@@ -254,11 +254,6 @@ class RunDir:
             return
         keep = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) < step]
         atomic_write_text(path, "".join(line + "\n" for line in keep))
-
-
-def state_dict_fp32(model: torch.nn.Module | dict) -> dict[str, torch.Tensor]:
-    sd = model.state_dict() if isinstance(model, torch.nn.Module) else model
-    return {k: (v.detach().float() if v.dtype.is_floating_point else v.detach()).cpu().clone() for k, v in sd.items()}
 
 
 def count_parameters(model: torch.nn.Module) -> int:
