@@ -165,8 +165,9 @@ def _serve(app_or_path, host: str, port: int, settings, processes: int = 1) -> N
 
 def _exit_on_signal(signum, frame) -> None:
     # A Python-level handler (not the default action) so that ``finally`` blocks run: uvicorn
-    # restores the handler it found and raises the signal again once it has shut down.
-    raise SystemExit(128 + signum)
+    # restores the handler it found and raises the signal again once it has shut down. A stop
+    # that was asked for (Ctrl-C, a service manager's SIGTERM) is a clean exit: status 0.
+    raise SystemExit(0)
 
 
 def _die_with_parent() -> None:

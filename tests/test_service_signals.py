@@ -67,7 +67,7 @@ def test_a_signal_to_rguide_up_alone_stops_its_worker_too(tmp_path, sig):
     proc, worker, log = _up(tmp_path)
     try:
         os.kill(proc.pid, sig)  # the process only, as a service manager or `kill PID` does; not its group
-        proc.wait(timeout=60)
+        assert proc.wait(timeout=60) == 0, log.read_text(errors="replace")[-3000:]  # a requested stop is clean
         _wait(lambda: not _alive(worker), 30, f"worker {worker} outlived rguide up after {sig.name}", log)
     finally:
         if proc.poll() is None:
