@@ -2,8 +2,8 @@
 
 One ASGI middleware, so that no route can forget them:
 
-* a path or query with a control character (a NUL byte above all, which
-  PostgreSQL refuses in text) is a 400, before any id reaches SQL;
+* a path with a control character (a NUL byte above all, which PostgreSQL
+  refuses in text) is a 404, a query with one a 400, before any id reaches SQL;
 * a body larger than ``Settings.max_body_bytes`` is a 413: at once when
   ``Content-Length`` says so, otherwise as soon as the streamed bytes pass
   the limit, so the API never holds more than the limit of one body;
@@ -54,10 +54,12 @@ class EdgeGuard:
 
     def _refusal(self, scope: Scope):
         raw_path = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape")
-        for part in (raw_path, scope.get("query_string", b"")):
-            if CONTROL.search(unquote_to_bytes(part)):
-                return problem(400, "the URL holds a control character (e.g. a NUL byte); no id or cursor "
-                                    "contains one")
+        if CONTROL.search(unquote_to_bytes(raw_path)):
+            # No route, id or file name holds one: such a path names nothing.
+            return problem(404, "nothing here: the path holds a control character (e.g. a NUL byte)")
+        if CONTROL.search(unquote_to_bytes(scope.get("query_string", b""))):
+            return problem(400, "the query holds a control character (e.g. a NUL byte); no parameter value, id "
+                                "or cursor contains one")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         length = headers.get("content-length")
         if length is not None:

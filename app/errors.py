@@ -110,9 +110,10 @@ def _problem_response(description: str) -> dict:
 def _document_edge_answers(app: FastAPI) -> None:
     """Say in the OpenAPI schema what every operation can answer besides its own responses.
 
-    * 400 on every operation: EdgeGuard refuses a URL with a control character
-      in its path or query, whatever the route; an operation with a body also
-      answers 400 when the body is not JSON at all (FastAPI's own check);
+    * 400 on every operation: EdgeGuard refuses a query with a control
+      character, whatever the route (a path with one is a 404: it names
+      nothing); an operation with a body also answers 400 when the body is not
+      JSON at all (FastAPI's own check);
     * 413 and 415 on every operation with a body (EdgeGuard: too large, not JSON);
     * error responses as ``application/problem+json`` with the Problem schema,
       the one media type they are sent as (FastAPI files a ``model`` under
@@ -147,14 +148,14 @@ def _document_edge_answers(app: FastAPI) -> None:
                         parameter["schema"].setdefault("pattern", f"^{ROW_ID.pattern}$")
                 if "requestBody" in operation:
                     responses.setdefault("400", _problem_response(
-                        "the URL holds a control character, or the body could not be parsed (not JSON, "
+                        "the query holds a control character, or the body could not be parsed (not JSON, "
                         "or not UTF-8)"))
                     responses.setdefault("413", _problem_response(
                         "the body is larger than this server's limit (RGUIDE_MAX_BODY_BYTES)"))
                     responses.setdefault("415", _problem_response("the body is not JSON (Content-Type)"))
                 else:
                     responses.setdefault("400", _problem_response(
-                        "the URL holds a control character (e.g. a NUL byte)"))
+                        "the query holds a control character (e.g. a NUL byte)"))
                 if (method.upper(), path) in optional_auth and operation.get("security"):
                     if {} not in operation["security"]:
                         operation["security"].append({})
