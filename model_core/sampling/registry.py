@@ -15,7 +15,7 @@ Adding a sampler is
 2. one ``register(SamplerInfo(...))`` line below, with the number of noise
    tensors it consumes per step (the loop draws them from each trajectory's
    generator and passes them in ``ctx.noise``);
-3. its test (against hand-written reference steps, as in tests/test_sampling.py).
+3. its test (against hand-written reference steps, as in tests/model_core/sampling/test_sampling.py).
 
 Plugins and tests may also ``register`` at run time (and ``unregister``).
 """

@@ -11,7 +11,7 @@ past their 401.
 Runs in-process on SQLite and the filesystem broker, without workers (jobs
 just wait; an event stream ends after a second). /readyz is left out:
 without a worker its documented answer is 503, and it takes no input to
-fuzz (tests/test_api_requests.py covers it). Bounded: a fixed number of
+fuzz (tests/app/test_api_requests.py covers it). Bounded: a fixed number of
 examples per operation, no deadline per example, a fixed seed.
 """
 from __future__ import annotations
