@@ -285,6 +285,25 @@ def wait_for(client, job_id: str, statuses=TERMINAL, timeout: float = 120.0, pol
     raise AssertionError(f"job {job_id} still {body and body['status']} after {timeout} s: {body}")
 
 
+def wait_for_http(base_url: str, path: str, proc, log: Path, timeout: float = 180.0):
+    """Poll ``base_url + path`` until it answers 200, failing with the log's tail if ``proc`` exits first."""
+    import httpx
+
+    deadline, answer = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+        try:
+            answer = httpx.get(base_url + path, timeout=10)
+            if answer.status_code == 200:
+                return answer
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"{base_url}{path} did not answer 200 in {timeout:.0f} s (last: "
+                f"{answer.status_code if answer is not None else 'no answer'}); log:\n"
+                f"{log.read_text(errors='replace')[-3000:]}", pytrace=False)
+
+
 def wait_until(predicate, timeout: float = 30.0, poll: float = 0.05, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from conftest import REPO
+from conftest import REPO, wait_for_http
 from test_service_up import SERVICE_VARS, _children, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(300)]
@@ -49,15 +49,7 @@ def _up(tmp_path):
     proc = subprocess.Popen([str(REPO / ".venv/bin/rguide"), "up", "--workers", "1", "--preload", "tiny"],
                             cwd=REPO, env=_env(tmp_path, port, RGUIDE_PRESET="tiny"), stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)
-
-    def ready() -> bool:
-        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    _wait(ready, 180, "rguide up never became ready", log)
+    wait_for_http(f"http://127.0.0.1:{port}", "/readyz", proc, log)
     (worker,) = _children(proc.pid)
     return proc, worker, log
 
@@ -95,14 +87,7 @@ def test_rotating_x_forwarded_for_does_not_escape_the_rate_limit(tmp_path):
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        def up() -> bool:
-            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-            try:
-                return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        _wait(up, 120, "rguide api never answered", log)
+        wait_for_http(url, "/healthz", proc, log, timeout=120)
         codes = []
         for i in range(5):  # an invalid body: counted, then refused, nothing queued
             r = httpx.post(f"{url}/v1/generations", json={"class_labels": [0], "guidance": "nope"},

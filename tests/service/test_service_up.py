@@ -19,7 +19,7 @@ import httpx
 import pytest
 from PIL import Image as PILImage
 
-from conftest import REPO
+from conftest import REPO, wait_for_http
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -87,18 +87,7 @@ def test_rguide_up_serves_generations_end_to_end(tmp_path):
     proc, log = _start(tmp_path, port)
     try:
         with httpx.Client(base_url=url, timeout=10) as http:
-            deadline = time.monotonic() + 180
-            ready = None
-            while time.monotonic() < deadline:
-                assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-                try:
-                    ready = http.get("/readyz")
-                    if ready.status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.3)
-            assert ready is not None and ready.status_code == 200, log.read_text(errors="replace")[-3000:]
+            wait_for_http(url, "/readyz", proc, log)
             assert f"serving on {url}" in log.read_text()
 
             r = http.post("/v1/generations", json={"preset": "tiny", "class_labels": ["red", 2], "guidance": "pair",

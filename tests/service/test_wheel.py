@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO
+from conftest import REPO, wait_for_http
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -159,17 +159,7 @@ def test_the_wheel_installs_and_runs_the_whole_service(tmp_path):
             return log_path.read_text(errors="replace")[-3000:]
 
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            deadline, ready = time.monotonic() + 120, None
-            while time.monotonic() < deadline:
-                assert proc.poll() is None, tail()
-                try:
-                    ready = http.get("/readyz")
-                    if ready.status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.3)
-            assert ready is not None and ready.status_code == 200, (ready and ready.text, tail())
+            wait_for_http(f"http://127.0.0.1:{port}", "/readyz", proc, log_path, timeout=120)
             assert http.get("/healthz").json() == {"status": "ok"}
             presets = http.get("/v1/presets")
             assert presets.status_code == 200 and {"demo", "tiny"} <= {p["name"] for p in presets.json()["presets"]}
