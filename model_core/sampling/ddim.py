@@ -20,13 +20,17 @@ class DDIMSampler(Sampler):
         alpha_bar_prev = _gather(d.alphas_cumprod_prev, t, x.shape)
         pred_xstart = ctx.out["pred_xstart"]
         if ctx.guided:
-            # Score conditioning (ADM's condition_score): shift eps, re-derive x_0.
+            # Score conditioning (ADM's condition_score): shift eps, re-derive x_0. Only the guided
+            # rows: the eps -> x_0 round trip would change an unguided row's low bits, so it would
+            # depend on whether a guided trajectory shared its batch.
             eps = d.predict_eps_from_xstart(x, t, pred_xstart)
-            eps = guided_eps(eps, alpha_bar, ctx.grad, ctx.scales)
-            pred_xstart = d.predict_xstart_from_eps(x, t, eps)
+            shifted = d.predict_xstart_from_eps(x, t, guided_eps(eps, alpha_bar, ctx.grad, ctx.scales))
+            rows = (ctx.scales != 0).view(-1, *([1] * (x.ndim - 1)))
+            pred_xstart = torch.where(rows, shifted, pred_xstart)
         eps = d.predict_eps_from_xstart(x, t, pred_xstart)
         eta = self.options.eta
         sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
         mean_pred = pred_xstart * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
-        # The callback keeps seeing the model's own (unguided) x_0, as before samplers were objects.
-        return StepResult(mean_pred + ctx.not_last * sigma * ctx.noise[0], ctx.out["pred_xstart"])
+        # The callback sees the guided x_0, as ADM's ddim_sample yields it: previews, progress pictures
+        # and trajectories show what the step actually moves toward.
+        return StepResult(mean_pred + ctx.not_last * sigma * ctx.noise[0], pred_xstart)

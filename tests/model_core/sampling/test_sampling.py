@@ -189,3 +189,30 @@ def test_bad_inputs_are_refused():
         sample(d, FakeUNet(), {}, [Trajectory(0, -1)], SHAPE)
     with pytest.raises(ValueError, match="sampler"):
         sample(d, FakeUNet(), {}, [Trajectory(0, 1)], SHAPE, sampler="heun")
+
+
+def test_guided_ddim_shows_its_guided_x0_to_the_callback():
+    # Issue 13: the callback got the x_0 from before the guidance shift. At t = 0 a DDIM step lands
+    # exactly on its x_0, so the last x_0 shown must be the image itself.
+    d = create_diffusion({"learn_sigma": True}, "ddim4")
+    shown = []
+    got = sample(d, FakeUNet(), {"robust": FakeClassifier()}, [Trajectory(1, 3, "robust", 1.5)], SHAPE,
+                 sampler="ddim", callback=lambda step, total, x, x0: shown.append(x0.clone()))
+    assert torch.equal(shown[-1], got)
+    plain = []
+    sample(d, FakeUNet(), {}, [Trajectory(1, 3)], SHAPE, sampler="ddim",
+           callback=lambda step, total, x, x0: plain.append(x0.clone()))
+    assert not torch.equal(shown[0], plain[0])  # same x_T and model output: only guidance differs
+
+
+def test_an_unguided_ddim_row_is_bit_identical_whether_or_not_a_guided_row_shares_its_batch():
+    # Issue 13: one guided trajectory sent the whole batch down the guided path (an eps -> x_0
+    # round trip), which moved the unguided rows by ~1e-6. Same batch size, same row, a real
+    # (tiny, seeded) ADM UNet: the toy networks above round-trip exactly and would not show it.
+    from model_core.pipeline import get_pipeline
+
+    pipe = get_pipeline("tiny", "cpu")
+    mixed = pipe.sample_trajectories([Trajectory(0, 11, "robust", 2.0), Trajectory(2, 12)], "ddim5", "ddim")
+    plain = pipe.sample_trajectories([Trajectory(0, 11), Trajectory(2, 12)], "ddim5", "ddim")
+    assert torch.equal(mixed[1], plain[1])
+    assert not torch.equal(mixed[0], plain[0])
