@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eps", type=float, default=None, help="attack radius (paper: 0.5)")
     p.add_argument("--step-size", type=float, default=None, help="attack step (paper: 0.083)")
     p.add_argument("--attack-steps", type=int, default=None, help="attack steps (paper: 7)")
+    p.add_argument("--t-power", type=float, default=None,
+                   help="draw t = floor(T * u**P), u uniform: 1 is the paper's uniform t; 2 puts half of each "
+                        "batch at t < T/4")
     p.set_defaults(func=run_classifier)
 
     p = sub.add_parser("train-diffusion", help="train a class-conditional diffusion model (eps prediction, EMA)",
@@ -125,14 +128,15 @@ def _preset(args):
         raise CLIError(str(exc)) from None
 
 
-# flag dest -> config field; the attack flags only for train-classifier.
+# flag dest -> config field; CLASSIFIER_FLAGS only for train-classifier.
 FLAG_TO_FIELD = {"steps": "total_steps", "batch_size": "batch_size", "lr_start": "lr_start", "lr_end": "lr_end",
                  "weight_decay": "weight_decay", "ema_decay": "ema_decay", "seed": "seed", "crop_pad": "crop_pad",
                  "hflip": "hflip", "holdout": "holdout", "value_range": "value_range", "ckpt_every": "ckpt_every",
                  "data": "data"}
-ATTACK_FLAGS = {"attack": "attack", "eps": "eps", "step_size": "step_size", "attack_steps": "attack_steps"}
+CLASSIFIER_FLAGS = {"attack": "attack", "eps": "eps", "step_size": "step_size", "attack_steps": "attack_steps",
+                "t_power": "t_power"}
 # How the core's setting names are spelled on this command line.
-SETTING_FLAGS = {**{field: "--" + flag.replace("_", "-") for flag, field in {**FLAG_TO_FIELD, **ATTACK_FLAGS}.items()},
+SETTING_FLAGS = {**{field: "--" + flag.replace("_", "-") for flag, field in {**FLAG_TO_FIELD, **CLASSIFIER_FLAGS}.items()},
                  "model": "--model-config", "process": "--process-config", "preset": "--preset",
                  "classifier": "--classifier", "out": "--out"}
 
@@ -169,7 +173,7 @@ def run_classifier(args: argparse.Namespace) -> int:
     preset = _preset(args)
     overrides = {"model": _read_json(args.model_config, "--model-config"),
                  "process": _read_json(args.process_config, "--process-config"),
-                 **_overrides(args, {**FLAG_TO_FIELD, **ATTACK_FLAGS})}
+                 **_overrides(args, {**FLAG_TO_FIELD, **CLASSIFIER_FLAGS})}
     try:
         cfg = classifier_recipe(preset, robust=bool(args.robust), classifier=args.classifier, overrides=overrides)
     except (TypeError, ValueError) as exc:

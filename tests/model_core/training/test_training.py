@@ -194,3 +194,22 @@ def test_resumed_diffusion_run_with_ema_equals_uninterrupted_run(tmp_path):
     rec = metrics(tmp_path / "whole")
     assert {"loss", "mse", "vb", "buckets"} <= set(rec[0])
     assert (tmp_path / "whole" / "ema.pt").is_file()
+
+
+def test_timestep_power_one_is_the_uniform_draw_and_two_favours_small_t():
+    from model_core.training.classifier import sample_timesteps
+
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(sample_timesteps(1000, 64, 1.0, g1), torch.randint(0, 1000, (64,), generator=g2))
+    t = sample_timesteps(1000, 20_000, 2.0, torch.Generator().manual_seed(0))
+    assert int(t.min()) >= 0 and int(t.max()) <= 999
+    # P(t < T/4) = P(u**2 < 1/4) = 1/2 for power 2 (1/4 for uniform t).
+    assert abs(float((t < 250).float().mean()) - 0.5) < 0.02
+
+
+def test_timestep_power_must_be_positive():
+    from model_core.errors import SettingError
+    from model_core.training.recipes import classifier_recipe
+
+    with pytest.raises(SettingError, match="t_power"):
+        classifier_recipe("demo", overrides={"t_power": 0.0})

@@ -67,6 +67,7 @@ def test_train_diffusion_cli(tmp_path, tiny_npz, configs, capsys):
     (["--model-config", "CLF", "--data", "/no/such.npz"], "no such file"),
     (["--model-config", "CLF", "--data", "NPZ", "--attack-steps", "0", "--robust"], "--attack-steps >= 1"),
     (["--preset", "nope", "--data", "NPZ"], "unknown"),
+    (["--model-config", "CLF", "--data", "NPZ", "--t-power", "0"], "--t-power must be > 0"),
 ])
 def test_train_cli_errors_are_clear(tmp_path, tiny_npz, configs, capsys, extra, msg):
     extra = [{"MISSING": str(tmp_path / "missing.json"), "CLF": str(configs / "clf.json"),
