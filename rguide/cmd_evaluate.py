@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", default="none,vanilla,robust", help="comma-separated methods")
     p.add_argument("--scales", default="0.25,0.5,1,2", help="comma-separated guidance scales")
     p.add_argument("--per-class", type=int, default=50, help="generated images per class and row")
-    p.add_argument("--steps", default=None, help="respacing, e.g. 100 or ddim50 (default: the preset's)")
+    p.add_argument("--steps", default=None, help="respacing, e.g. 100, ddim50 or logsnr20 (default: the preset's)")
     p.add_argument("--sampler", default=None, choices=samplers.names(), help="default: the preset's")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--features", default=None, choices=("digits", "inception"),
