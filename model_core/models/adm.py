@@ -60,8 +60,10 @@ POOLS = ("adaptive", "attention", "spatial", "spatial_v2")
 
 
 def _run(fn, enabled: bool, *args):
-    # Recompute activations in backward instead of storing them (training memory);
-    # pointless without autograd, so only when a graph is being built.
+    # Recompute activations in backward instead of storing them: training memory. Only in training
+    # mode with a graph being built: the guidance gradient and the attacks (eval mode) back-propagate one
+    # batch through frozen weights, where recomputing every block costs a second forward for nothing
+    # (ADM's classifier_sample does recompute its attention blocks, whose checkpointing is always on).
     if enabled and torch.is_grad_enabled():
         return _checkpoint(fn, *args, use_reentrant=False)
     return fn(*args)
@@ -156,23 +158,26 @@ class ResBlock(TimestepBlock):
             self.skip_connection = conv_nd(dims, channels, self.out_channels, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        return _run(self._forward, self.use_checkpoint, x, emb)
+        return _run(self._forward, self.use_checkpoint and self.training, x, emb)
 
     def _forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        # The layers are called one by one: slicing an nn.Sequential builds a new module on every call.
+        in_norm, in_act, in_conv = self.in_layers
         if self.updown:
             # Resample between the activation and the convolution, on both paths.
-            h = self.h_upd(self.in_layers[:-1](x))
+            h = in_conv(self.h_upd(in_act(in_norm(x))))
             x = self.x_upd(x)
-            h = self.in_layers[-1](h)
         else:
-            h = self.in_layers(x)
+            h = in_conv(in_act(in_norm(x)))
         e = self.emb_layers(emb).type(h.dtype)
         e = e.reshape(*e.shape, *([1] * (h.dim() - e.dim())))
+        out_norm, out_act, out_drop, out_conv = self.out_layers
         if self.use_scale_shift_norm:
             scale, shift = e.chunk(2, dim=1)
-            h = self.out_layers[1:](self.out_layers[0](h) * (1 + scale) + shift)
+            h = out_norm(h) * (1 + scale) + shift
         else:
-            h = self.out_layers(h + e)
+            h = out_norm(h + e)
+        h = out_conv(out_drop(out_act(h)))
         return self.skip_connection(x) + h
 
 
@@ -245,7 +250,7 @@ class AttentionBlock(nn.Module):
         self.proj_out = zero_module(conv_nd(1, channels, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _run(self._forward, self.use_checkpoint, x)
+        return _run(self._forward, self.use_checkpoint and self.training, x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, *spatial = x.shape

@@ -420,6 +420,26 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert saved[1] < saved[0] / 2  # the blocks' activations were recomputed, not kept
 
 
+def test_the_guidance_gradient_never_recomputes_a_block(monkeypatch):
+    # Checkpointing is for training memory. A classifier loaded for sampling is in eval mode: its guidance
+    # gradient runs every block once (ADM's classifier_sample runs each attention block twice).
+    from model_core.models import adm
+    from model_core.sampling.guidance import log_prob_grad
+
+    calls = []
+    for cls in (adm.AttentionBlock, adm.ResBlock):
+        real = cls._forward
+        monkeypatch.setattr(cls, "_forward", lambda self, *a, _real=real: (calls.append(self), _real(self, *a))[1])
+    clf = perturb(classifier_from_config(dict(DIGITS_CLASSIFIER, use_checkpoint=True)))
+    blocks = [m for m in clf.modules() if isinstance(m, (adm.AttentionBlock, adm.ResBlock))]
+    x, t, y = torch.randn(2, 1, 28, 28), torch.tensor([5, 600]), torch.tensor([1, 2])
+    log_prob_grad(clf.eval().requires_grad_(False), x, t, y)
+    assert len(calls) == len(blocks) > 0
+    calls.clear()
+    log_prob_grad(clf.train(), x, t, y)
+    assert len(calls) == 2 * len(blocks)  # in training mode the flag still saves memory
+
+
 # -- fp16 -------------------------------------------------------------------------------
 def _cpu_half_conv_supported():
     try:
