@@ -365,7 +365,7 @@ def _noise_table(noise: dict, has_acc: bool) -> list[str]:
     metrics = TABLE_METRICS + (("label_accuracy",) if has_acc else ())
     lines = ["", f"Seed-to-seed noise: the reference rows (`{noise['reference']}`) on a second, disjoint seed set; "
                  "|difference| per metric. Differences between rows below the last line are within noise.", "",
-             "| Guidance | Scale | " + " | ".join(f"|d {m}|" for m in metrics) + " |",
+             "| Guidance | Scale | " + " | ".join(f"abs. diff. {m}" for m in metrics) + " |",
              "|---|---:|" + "---:|" * len(metrics)]
     for r in noise["rows"]:
         scale = "-" if r["method"] == "none" else f"{r['scale']:g}"
