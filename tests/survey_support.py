@@ -113,7 +113,23 @@ class Rater:
 
     @property
     def done(self) -> bool:
+        """The session is over: the thank-you page, or any other exit page."""
+        return 'id="exit"' in self.page
+
+    @property
+    def completed(self) -> bool:
         return 'id="completion-code"' in self.page
+
+    @property
+    def outcome(self) -> str | None:
+        m = re.search(r'data-outcome="([a-z_]+)"', self.page)
+        return m.group(1) if m else None
+
+    @property
+    def instruction(self) -> str | None:
+        """The side an instructed attention check on screen asks for."""
+        m = re.search(r'id="check-instruction"[^>]*>.*?<strong>(\w+)</strong>', self.page, re.S)
+        return m.group(1).lower() if m else None
 
     @property
     def pair_id(self) -> str:
@@ -132,10 +148,12 @@ class Rater:
             self.page = r.text
         return r
 
-    def finish(self, answer_for=lambda i, pair: "left") -> int:
+    def finish(self, answer_for=lambda i, pair: "left", follow_checks: bool = True) -> int:
+        """Answer until the session ends; instructed checks are followed unless ``follow_checks`` is off."""
         n = 0
         while not self.done:
-            r = self.vote(answer_for(n, self.pair_id))
+            answer = (follow_checks and self.instruction) or answer_for(n, self.pair_id)
+            r = self.vote(answer)
             assert r.status_code == 200, r.text
             n += 1
         return n
