@@ -457,3 +457,44 @@ def test_the_report_is_citable_and_whole_when_saved(api):
     assert 'id="provisional"' not in api.get(f"/v1/surveys/{sid}/report?n_boot=0", headers=api.hdr).text
     tex = api.get(f"/v1/surveys/{sid}/table2?format=latex", headers=api.hdr)
     assert tex.status_code == 200 and r"\begin{tabular}" in tex.text
+
+
+# -- the migration ---------------------------------------------------------------------------------------------
+
+def test_migration_0005_fills_in_existing_studies(api, tmp_path):
+    """A study stored under 0004 (its columns only): after 0005 its jobs are marked as the study's (hidden
+    from the public API), its per-side live counts equal its assignments, its checks read as identical."""
+    from sqlalchemy import MetaData, func, insert
+
+    study = open_study(api, api.key, num_pairs=3, raters_per_pair=5, attention_checks=True,
+                       attention_checks_per_rater=1, attention_check_kind="identical")
+    for _ in range(2):
+        Rater.new(api.app, study["id"]).start().finish()
+    Rater.new(api.app, study["id"]).start().vote("left")  # one rater part-way
+    old_url = f"sqlite:///{tmp_path / 'old.db'}"
+    db.upgrade(old_url, "0004_study_access")
+    old = MetaData()
+    old.reflect(db.get_engine(old_url))
+    new = db.get_engine(api.settings.database_url)
+    with new.connect() as src, db.get_engine(old_url).begin() as dst:
+        for table in old.sorted_tables:
+            if table.name == "alembic_version":
+                continue
+            rows = [dict(r._mapping) for r in src.execute(select(db.Base.metadata.tables[table.name]))]
+            if rows:
+                dst.execute(insert(table), [{k: v for k, v in r.items() if k in table.c} for r in rows])
+    db.upgrade(old_url)
+    from worker.models import Job
+    from worker.survey_models import Assignment, Study, SurveyPair
+
+    with db.session_factory(old_url)() as s:
+        assert {j.study_id for j in s.scalars(select(Job))} == {study["id"]}
+        migrated = s.get(Study, study["id"])
+        assert (migrated.platform, migrated.exit_codes, migrated.amendments, migrated.check_kind) == (
+            "none", {}, [], "identical")
+        for p in s.scalars(select(SurveyPair)):
+            sides = list(s.scalars(select(Assignment.a_side).where(Assignment.pair_id == p.id)))
+            assert (p.n_a_left, p.n_a_right) == (sides.count("left"), sides.count("right"))
+            assert (p.check_kind, p.check_answer) == (("identical", "same") if p.is_attention_check else (None, None))
+        assert s.scalar(select(func.count()).select_from(Assignment).where(Assignment.released_at.is_not(None))) == 0
+    db.dispose_engines()
