@@ -498,3 +498,34 @@ def test_migration_0005_fills_in_existing_studies(api, tmp_path):
             assert (p.check_kind, p.check_answer) == (("identical", "same") if p.is_attention_check else (None, None))
         assert s.scalar(select(func.count()).select_from(Assignment).where(Assignment.released_at.is_not(None))) == 0
     db.dispose_engines()
+
+
+def test_the_researcher_pages_exclude_include_and_delete_a_rater(api):
+    study = open_study(api, api.key, num_pairs=2, raters_per_pair=3)
+    sid = study["id"]
+    Rater.new(api.app, sid).start(**PROLIFIC).finish()
+    web = TestClient(api.app)
+    web.post("/researcher/login", data={"api_key": api.key})
+    page = web.get(f"/researcher/surveys/{sid}/raters")
+    assert page.status_code == 200 and f"prolific:{PID}" in page.text and 'id="raters-csv"' in page.text
+    rater_id = re.search(r'id="rater-([0-9a-f]{32})"', page.text).group(1)
+    csrf = field_value(page.text, "csrf")
+    assert web.post(f"/researcher/surveys/{sid}/raters/{rater_id}/exclude", data={}).status_code == 403
+    r = web.post(f"/researcher/surveys/{sid}/raters/{rater_id}/exclude", data={"csrf": csrf, "reason": "test"})
+    assert r.status_code == 200 and "researcher: test" in r.text and ">Include</button>" in r.text
+    r = web.post(f"/researcher/surveys/{sid}/raters/{rater_id}/include", data={"csrf": csrf})
+    assert ">Exclude</button>" in r.text
+    confirm = web.get(f"/researcher/surveys/{sid}/raters/{rater_id}/delete")
+    assert confirm.status_code == 200 and "cannot be undone" in confirm.text
+    r = web.post(form_action(confirm.text), data={"csrf": field_value(confirm.text, "csrf")})
+    assert r.status_code == 200 and "No rater has consented yet" in r.text
+    # Caps from the study page's form; a lowered cap is refused with the reason.
+    page = web.get(f"/researcher/surveys/{sid}")
+    r = web.post(f"/researcher/surveys/{sid}/caps", data={"csrf": field_value(page.text, "csrf"),
+                                                          "raters_per_pair": "4", "timeout_minutes": "30"})
+    assert r.status_code == 200 and "raters_per_pair 3 &rarr; 4" in r.text
+    body = api.get(f"/v1/surveys/{sid}", headers=api.hdr).json()
+    assert (body["raters_per_pair"], body["assignment_timeout_seconds"]) == (4, 1800)
+    r = web.post(f"/researcher/surveys/{sid}/caps", data={"csrf": field_value(page.text, "csrf"),
+                                                          "raters_per_pair": "2"})
+    assert r.status_code == 422 and "only be raised" in r.text
