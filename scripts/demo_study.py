@@ -102,9 +102,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("demo-study"))
     parser.add_argument("--pairs", type=int, default=12)
     parser.add_argument("--seed", type=int, default=2023)
+    parser.add_argument("--export", metavar="STUDY_ID", default=None,
+                        help="only save the files of this (closed) study again; create nothing")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     api = httpx.Client(base_url=args.url, headers={"Authorization": f"Bearer {args.key}"}, timeout=120)
+    if args.export:
+        return export(api, args, args.export)
     body = {"title": "Demo: robust vs vanilla guidance on MNIST digits", "preset": "demo", "num_pairs": args.pairs,
             "seed": args.seed, "raters_per_pair": 6, "attention_checks": True, "attention_checks_per_rater": 2,
             "min_answer_ms": 800, "platform": "prolific", "completion_code": "DEMO-DONE",
@@ -123,7 +127,10 @@ def main() -> int:
     for i, profile in enumerate(PROFILES):
         print(run_rater(args.url, study, profile, args.seed + i), flush=True)
     api.post(f"/v1/surveys/{study['id']}/close").raise_for_status()
-    sid = study["id"]
+    return export(api, args, study["id"])
+
+
+def export(api: httpx.Client, args, sid: str) -> int:
     files = {"report.html": f"/v1/surveys/{sid}/report", "table2.csv": f"/v1/surveys/{sid}/table2?format=csv",
              "table2.tex": f"/v1/surveys/{sid}/table2?format=latex", "raters.csv": f"/v1/surveys/{sid}/raters",
              "votes.csv": f"/v1/surveys/{sid}/votes", "manifest.json": f"/v1/surveys/{sid}/manifest",

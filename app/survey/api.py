@@ -113,8 +113,8 @@ def reopen_survey(study_id: str, request: Request, key: ApiKey = Depends(require
 @router.get("/{study_id}/raters", summary="Every rater with status, timings, checks, flags: for platform approvals",
             description="`format=csv` (default) or `json`: one row per rater: session ids on the platform, "
                         "start, finish and duration, answers, attention checks failed, share of Same, side "
-                        "answers, fast answers, flags, status (in_progress, completed, abandoned, excluded, "
-                        "failed_checks, no_pairs), the exit code they were given, and every stored field.",
+                        "answers, fast answers, flags, status (in_progress, completed, abandoned, closed_midway, "
+                        "excluded, no_pairs), the exit code they were given, and every stored field.",
             responses={200: {"content": {"text/csv": {}, "application/json": {}}}, **problem_responses(401, 404)})
 def raters(study_id: str, format: Literal["csv", "json"] = "csv", key: ApiKey = Depends(researcher),
            session: Session = Depends(get_db)) -> Response:

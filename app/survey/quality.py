@@ -149,6 +149,8 @@ def status_of(study: Study, rater: Rater, last_activity, now) -> str:
         return "excluded"
     if rater.completed_at is not None:
         return "completed" if rater.outcome in (None, "completed") else rater.outcome
+    if study.status in ("closed", "failed"):
+        return "closed_midway"
     if (now - last_activity).total_seconds() > study.assignment_timeout_seconds:
         return "abandoned"
     return "in_progress"
@@ -210,6 +212,7 @@ def counts(rows: list[dict]) -> dict:
         "completed": sum(r["status"] == "completed" for r in rows),
         "in_progress": sum(r["status"] == "in_progress" for r in rows),
         "abandoned": sum(r["status"] == "abandoned" for r in rows),
+        "closed_midway": sum(r["status"] == "closed_midway" for r in rows),
         "no_pairs": sum(r["status"] == "no_pairs" for r in rows),
         "excluded": sum(r["excluded"] for r in rows),
         "excluded_by_reason": reasons,

@@ -69,16 +69,19 @@ def methods_paragraph(study: Study, stats: dict, tally: dict, preset_description
         kind = ("instructed checks (a pair of images from outside the study with an instruction to choose "
                 "Left or Right)" if study.check_kind == "instructed"
                 else "identical-image checks (one image from outside the study on both sides; Same passes)")
+        allowed = study.max_attention_failures
+        failing = ("raters who failed any check" if allowed == 0
+                   else f"raters who failed more than {allowed} check{'s' if allowed != 1 else ''}")
         checks = (f" Each rater also saw {study.attention_checks} attention check"
                   f"{'s' if study.attention_checks != 1 else ''} ({kind}) at random positions other than the "
-                  f"first; raters failing more than {study.max_attention_failures} were excluded and their "
-                  "session ended.")
+                  f"first; {failing} were excluded and their session ended.")
     flagged = ""
     if study.exclude_flags:
         flagged = (" Raters flagged for " + ", ".join(FLAGS[f] for f in study.exclude_flags)
                    + " were also excluded.")
-    reasons = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in tally["excluded_by_reason"].items())
-    excluded = f"{tally['excluded']} were excluded ({reasons})" if tally["excluded"] else "none was excluded"
+    reasons = "; ".join(f"{why.replace('_', ' ')}: {n}" for why, n in tally["excluded_by_reason"].items())
+    n_out = tally["excluded"]
+    excluded = f"{n_out} {'was' if n_out == 1 else 'were'} excluded ({reasons})" if n_out else "none was excluded"
     rpp = stats["raters_per_pair"]
     primary = stats["primary"]
     return (
@@ -142,8 +145,9 @@ def study_header(session: Session, study: Study, stats: dict) -> dict:
         ("Recruited (consented)", tally["recruited"], ""),
         ("Finished", tally["completed"] + tally["no_pairs"],
          f"{tally['no_pairs']} found no pair left" if tally["no_pairs"] else ""),
-        ("Did not finish", tally["abandoned"] + tally["in_progress"],
-         f"{tally['abandoned']} abandoned, {tally['in_progress']} still answering; their answers count"),
+        ("Did not finish", tally["abandoned"] + tally["in_progress"] + tally["closed_midway"],
+         f"{tally['abandoned']} abandoned, {tally['closed_midway']} stopped by the closing, {tally['in_progress']} "
+         "still answering; their answers count"),
         ("Excluded", tally["excluded"], reasons),
         ("Analysed", analysed, f"{stats['n_answers']} answers on {stats['n_pairs']} pairs"),
     ]

@@ -442,7 +442,8 @@ def test_the_report_is_citable_and_whole_when_saved(api):
     assert "failed checks: 1" in counts and re.search(r"Analysed</td><td>3<", counts)
     methods = re.search(r'id="methods-paragraph">(.*?)</p>', html, re.S).group(1)
     assert "robust guidance (scale 1)" in methods and "same seed" in methods and manifest_sha in methods
-    assert "Of 4 raters who consented, 1 were excluded (1 failed checks)" in methods
+    assert "Of 4 raters who consented, 1 was excluded (failed checks: 1)" in methods
+    assert "raters who failed any check were excluded" in methods
     # Intervals in Table 2 and per class, in the HTML itself.
     table2 = re.search(r'id="table2">(.*?)</table>', html, re.S).group(1)
     assert len(re.findall(r'<span class="ci">\[', table2)) == 12
