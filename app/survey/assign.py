@@ -254,21 +254,32 @@ def _release(session: Session, assignment_id: str, pair_id: str, side: str, *, u
 
 
 def release_expired(session: Session, study: Study) -> int:
-    """Release the study's assignments left unanswered past its time-out. Commits; returns how many."""
+    """Release the study's assignments left unanswered past its time-out. Commits; returns how many.
+
+    Many requests run this at once (whoever needs a pair, whoever reads the study): each release
+    is its own transaction, holding one assignment row and then one pair row, so two of them can
+    never wait for each other in a cycle (on PostgreSQL, releasing several in one transaction in
+    different orders deadlocked).
+    """
     cutoff = utcnow() - timedelta(seconds=study.assignment_timeout_seconds)
     stale = session.execute(select(Assignment.id, Assignment.pair_id, Assignment.a_side).where(
         Assignment.study_id == study.id, Assignment.answered_at.is_(None), Assignment.released_at.is_(None),
-        Assignment.assigned_at < cutoff)).all()
-    n = sum(_release(session, a.id, a.pair_id, a.a_side, unanswered_before=cutoff) for a in stale)
-    if stale:
+        Assignment.assigned_at < cutoff).order_by(Assignment.id)).all()
+    n = 0
+    for a in stale:
+        n += _release(session, a.id, a.pair_id, a.a_side, unanswered_before=cutoff)
         session.commit()
     return n
 
 
 def release_rater(session: Session, rater: Rater) -> int:
-    """Give back every slot an excluded rater holds, answered or not. The caller commits."""
+    """Give back every slot an excluded rater holds, answered or not. The caller commits.
+
+    One pair per assignment of this rater, in a fixed order: no other transaction holds two of
+    these rows while waiting for a third (see ``release_expired``).
+    """
     held = session.execute(select(Assignment.id, Assignment.pair_id, Assignment.a_side).where(
-        Assignment.rater_id == rater.id, Assignment.released_at.is_(None))).all()
+        Assignment.rater_id == rater.id, Assignment.released_at.is_(None)).order_by(Assignment.id)).all()
     return sum(_release(session, a.id, a.pair_id, a.a_side) for a in held)
 
 
