@@ -174,8 +174,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def list_jobs(session: Session, *, limit: int, cursor: str | None = None, status: str | None = None,
-              owner_key_id: str | None = None, only_owner: bool = False) -> tuple[list[Job], str | None]:
-    """Newest first; keyset pagination on (created_at, id) so pages never skip or repeat rows."""
+              owner_key_id: str | None = None, only_owner: bool = False,
+              all_study_jobs: bool = False) -> tuple[list[Job], str | None]:
+    """Newest first; keyset pagination on (created_at, id) so pages never skip or repeat rows.
+
+    A survey study's jobs are left out unless they belong to ``owner_key_id`` (or
+    ``all_study_jobs``): their images must reach raters only through the survey.
+    """
     stmt = select(Job).options(selectinload(Job.images)).order_by(Job.created_at.desc(), Job.id.desc())
     if cursor:
         when, last_id = decode_cursor(cursor)
@@ -184,6 +189,9 @@ def list_jobs(session: Session, *, limit: int, cursor: str | None = None, status
         stmt = stmt.where(Job.status == status)
     if only_owner:
         stmt = stmt.where(Job.owner_key_id == owner_key_id)
+    if not all_study_jobs:
+        public = Job.study_id.is_(None)
+        stmt = stmt.where(public if owner_key_id is None else or_(public, Job.owner_key_id == owner_key_id))
     rows = list(session.scalars(stmt.limit(limit + 1)))
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor

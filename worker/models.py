@@ -52,6 +52,10 @@ class Job(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     owner_key_id: Mapped[str | None] = mapped_column(String(32))  # the API key that created it, if any
+    # The survey study whose images this job makes, if any. Such jobs and their images are
+    # never listed or served to the public (the raters must stay blind): see app.api.visibility.
+    # No foreign key: a study and its jobs are written in one transaction, jobs first.
+    study_id: Mapped[str | None] = mapped_column(String(32))
     idempotency_scope: Mapped[str | None] = mapped_column(String(40))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
@@ -73,6 +77,7 @@ class Job(Base):
         UniqueConstraint("idempotency_scope", "idempotency_key"),
         Index("ix_generation_jobs_status_batch", "status", "batch_key", "created_at"),
         Index("ix_generation_jobs_created", "created_at", "id"),
+        Index("ix_generation_jobs_study", "study_id"),
     )
 
     @property
