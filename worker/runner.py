@@ -39,16 +39,17 @@ class _LeaseKeeper(threading.Thread):
     PNGs calls no callback, and must not look like a dead worker.
     """
 
-    def __init__(self, Session, job_ids: list[str], owner: str, settings: Settings):
+    def __init__(self, Session, job_ids: list[str], owner: str, settings: Settings, model: type = Job):
         super().__init__(name="rguide-lease", daemon=True)
         self.Session, self.job_ids, self.owner, self.settings = Session, job_ids, owner, settings
+        self.model = model
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.wait(self.settings.heartbeat_seconds):
             try:
                 with self.Session() as s:
-                    jobs.renew_lease(s, self.job_ids, self.owner, self.settings.lease_seconds)
+                    jobs.renew_lease(s, self.job_ids, self.owner, self.settings.lease_seconds, self.model)
             except Exception:
                 log.exception("could not renew the lease of %s", ", ".join(self.job_ids))
 

@@ -190,5 +190,6 @@ def run(settings: dict, *, find_upload: UploadFinder | None = None, device: str 
                                                                           inputs.refs[:show]), maps)),
              "gradients.md": table(summary).encode()}
     return Output("gradients", settings, files, summary, provenance(pipe),
-                  inputs=[{**ref, "file": f"inputs/{ref['sha256']}.png"} for ref in settings["inputs"].get("uploads", [])],
+                  inputs=[{**ref, "file": f"inputs/{ref['sha256']}.png"}
+                          for ref in settings["inputs"].get("uploads", [])],
                   extra={"images": inputs.refs})

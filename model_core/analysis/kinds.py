@@ -43,3 +43,7 @@ register(AnalysisKind(
     "sweep", "model_core.analysis.sweep:run", "rguide sweep",
     "FID, precision, recall and label accuracy per method across guidance scales, as curves and a table",
     "Tables 5 and 6"))
+
+
+def entries() -> tuple[AnalysisKind, ...]:
+    return tuple(_KINDS)

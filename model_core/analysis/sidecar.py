@@ -47,7 +47,7 @@ def sidecar_name(kind: str) -> str:
 
 
 def write(output: Output, out_dir: str | Path, uploads: dict[str, bytes] | None = None) -> Path:
-    """Write the files, the uploaded inputs (``inputs/<sha256>.png``) and ``<kind>.json``; returns the sidecar's path."""
+    """Write the files, the uploaded inputs (``inputs/<sha256>.png``) and ``<kind>.json``; returns the sidecar path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, data in output.files.items():
