@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
+from model_core.analysis.requests import MAX_FRAMES as MAX_PREVIEWS
 from model_core.sampling import registry as samplers
 
 Label = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)] | Annotated[str, StringConstraints(max_length=200)]
@@ -48,6 +49,17 @@ class GenerationRequest(BaseModel):
     seed: Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)] | None = Field(
         None, description="image i uses seed + i; default: chosen at random and reported")
     sampler: SamplerName | None = Field(None, description="default: 'ddim' for 'ddimN' steps, else the preset's")
+    previews: Annotated[StrictInt, Field(ge=0, le=MAX_PREVIEWS)] | None = Field(
+        None, description="keep N pictures of each image's predicted x_0 at uniformly spaced sampling steps "
+                          "(the paper's Figure 5); the last is the image itself. Listed under each image's "
+                          "'previews'")
+
+
+class PreviewOut(BaseModel):
+    frame: int = Field(description="0 .. previews - 1")
+    step: int = Field(description="sampling steps done when it was taken (1 .. the job's steps)")
+    timestep: int = Field(description="the training timestep t of that step")
+    url: str
 
 
 class PairLink(BaseModel):
@@ -71,6 +83,7 @@ class ImageOut(BaseModel):
     height: int
     sha256: str
     pair: PairLink | None = None
+    previews: list[PreviewOut] = Field(default_factory=list, description="with 'previews': N, its trajectory")
 
 
 class PairOut(BaseModel):

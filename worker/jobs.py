@@ -29,7 +29,7 @@ from model_core.presets import get_preset
 from model_core.files import sha256_text
 from worker.db import utcnow
 from worker.ids import is_row_id, new_id
-from worker.models import TERMINAL_STATUSES, Image, Job
+from worker.models import TERMINAL_STATUSES, Image, Job, Preview
 
 log = logging.getLogger("rguide.jobs")
 
@@ -57,6 +57,7 @@ class JobSpec:
     steps: str
     sampler: str
     num_steps: int
+    previews: int = 0  # predicted-x_0 pictures to keep per image along its trajectory
 
     @property
     def methods(self) -> list[str]:
@@ -77,6 +78,7 @@ class JobSpec:
         return hashlib.sha256(json.dumps({
             "preset": self.preset, "guidance": self.guidance, "labels": list(self.labels),
             "seeds": list(self.seeds), "scales": self.scales, "steps": self.steps, "sampler": self.sampler,
+            **({"previews": self.previews} if self.previews else {}),
         }, sort_keys=True).encode()).hexdigest()
 
 
@@ -87,6 +89,10 @@ def new_job_id() -> str:
 def image_id(job_id: str, position: int, method: str) -> str:
     """Deterministic, so that a task that runs twice writes the same rows."""
     return hashlib.sha256(f"{job_id}/{position}/{method}".encode()).hexdigest()[:32]
+
+
+def preview_id(job_id: str, position: int, method: str, frame: int) -> str:
+    return hashlib.sha256(f"{job_id}/{position}/{method}/preview/{frame}".encode()).hexdigest()[:32]
 
 
 # -- creating -------------------------------------------------------------------
@@ -118,7 +124,7 @@ def create_job(session: Session, spec: JobSpec, *, owner_key_id: str | None = No
               labels=list(spec.labels), seeds=list(spec.seeds), scales=dict(spec.scales), steps=spec.steps,
               sampler=spec.sampler, num_steps=spec.num_steps, num_images=spec.num_images,
               batch_key=spec.batch_key, progress_step=0, progress_total=spec.num_steps, cancel_requested=False,
-              attempts=0, owner_key_id=owner_key_id,
+              attempts=0, owner_key_id=owner_key_id, **({"previews": spec.previews} if spec.previews else {}),
               idempotency_scope=scope if idempotency_key is not None else None,
               idempotency_key=idempotency_key, request_hash=request_hash)
     session.add(job)
@@ -151,7 +157,7 @@ def get_job(session: Session, job_id: str, with_images: bool = True) -> Job | No
         return None
     stmt = select(Job).where(Job.id == job_id)
     if with_images:
-        stmt = stmt.options(selectinload(Job.images))
+        stmt = stmt.options(selectinload(Job.images), selectinload(Job.preview_images))
     return session.scalar(stmt)
 
 
@@ -176,7 +182,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 def list_jobs(session: Session, *, limit: int, cursor: str | None = None, status: str | None = None,
               owner_key_id: str | None = None, only_owner: bool = False) -> tuple[list[Job], str | None]:
     """Newest first; keyset pagination on (created_at, id) so pages never skip or repeat rows."""
-    stmt = select(Job).options(selectinload(Job.images)).order_by(Job.created_at.desc(), Job.id.desc())
+    stmt = select(Job).options(selectinload(Job.images), selectinload(Job.preview_images)).order_by(
+        Job.created_at.desc(), Job.id.desc())
     if cursor:
         when, last_id = decode_cursor(cursor)
         stmt = stmt.where(or_(Job.created_at < when, and_(Job.created_at == when, Job.id < last_id)))
@@ -325,8 +332,21 @@ def store_images(session: Session, rows: list[dict]) -> None:
         index_elements=["job_id", "position", "method"]))
 
 
-def complete(session: Session, job_id: str, image_rows: list[dict]) -> bool:
-    """Store a job's images and mark it succeeded, in one transaction.
+def store_previews(session: Session, rows: list[dict]) -> None:
+    """Insert preview rows; rows a previous run of the task wrote are left alone."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    session.execute(insert(Preview).values(rows).on_conflict_do_nothing(
+        index_elements=["job_id", "position", "method", "frame"]))
+
+
+def complete(session: Session, job_id: str, image_rows: list[dict], preview_rows: list[dict] | None = None) -> bool:
+    """Store a job's images (and previews) and mark it succeeded, in one transaction.
 
     Not guarded by the lease owner: if a slow worker whose lease was taken
     over finishes first, its images are as good as the new run's, and the
@@ -335,6 +355,7 @@ def complete(session: Session, job_id: str, image_rows: list[dict]) -> bool:
     stored and False is returned.
     """
     store_images(session, image_rows)
+    store_previews(session, preview_rows or [])
     res = session.execute(update(Job).where(Job.id == job_id, Job.status.in_(("running", "queued")),
                                             Job.cancel_requested.is_(False)).values(
         status="succeeded", finished_at=utcnow(), lease_owner=None, lease_expires_at=None,

@@ -1,6 +1,6 @@
 """/v1/images/{id}.png: the stored PNGs.
 
-Image ids are unguessable (derived from a random job id), so image URLs work
+Previews (a job's intermediate predicted-x_0 pictures) are served the same way. Image ids are unguessable (derived from a random job id), so image URLs work
 as capability links in <img> tags without an API key.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from app.errors import excerpt, problem_responses
 from worker import media
 from worker.config import Settings
 from worker.ids import is_row_id
-from worker.models import Image
+from worker.models import Image, Preview
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1", tags=["images"])
             responses={200: {"content": {"image/png": {}}, "description": "the PNG"}, **problem_responses(404)})
 def image_png(image_id: Annotated[str, Path(max_length=64)], session: Session = Depends(get_db),
               settings: Settings = Depends(get_settings)) -> FileResponse:
-    image = session.get(Image, image_id) if is_row_id(image_id) else None
+    image = (session.get(Image, image_id) or session.get(Preview, image_id)) if is_row_id(image_id) else None
     if image is None:
         raise HTTPException(404, f"no image with id {excerpt(image_id, 40)!r}")
     path = media.resolve(settings.media_dir, image.path)

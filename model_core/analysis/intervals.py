@@ -63,8 +63,10 @@ def proportion_interval(successes: int, n: int, level: float = LEVEL) -> dict[st
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return {"rate": _round(p), "low": _round(max(0.0, centre - half)), "high": _round(min(1.0, centre + half)),
-            "k": int(successes), "n": int(n)}
+    # At k = 0 (k = n) the bound is exactly 0 (1); the formula leaves rounding dust there.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return {"rate": _round(p), "low": _round(low), "high": _round(high), "k": int(successes), "n": int(n)}
 
 
 def fmt_mean(entry: dict, digits: int = 3) -> str:

@@ -175,3 +175,47 @@ def test_the_researcher_pages_show_the_result_with_its_settings(tmp_path):
         listing = client.get("/researcher/analyses").text
         assert job["links"]["page"] in listing
         assert "/researcher/analyses" in client.get("/researcher/surveys").text
+
+
+# -- the generation API's "previews": N ----------------------------------------------------------------
+
+def test_generation_previews_are_stored_with_the_job_and_end_on_the_image(tmp_path):
+    import io
+
+    from PIL import Image as PILImage
+
+    from survey_support import run_queued_jobs
+
+    with api(tmp_path) as client:
+        body = {"preset": "tiny", "class_labels": [2], "guidance": "pair", "steps": "6", "seed": 3}
+        with_previews = client.post("/v1/generations", json={**body, "previews": 3}).json()
+        plain = client.post("/v1/generations", json={**body, "seed": 3}).json()  # shares the batch
+        run_queued_jobs(client.settings)
+        done = client.get(with_previews["links"]["self"]).json()
+        alone = client.get(plain["links"]["self"]).json()
+        assert done["status"] == "succeeded" and len(done["images"]) == 2
+        for im, twin in zip(done["images"], alone["images"]):
+            assert im["sha256"] == twin["sha256"]  # recording previews changes nothing about the image
+            assert [p["frame"] for p in im["previews"]] == [0, 1, 2]
+            assert [p["step"] for p in im["previews"]] == [1, 3, 6]  # steps round(linspace(0, 5, 3)) + 1
+            assert im["previews"][0]["timestep"] > im["previews"][1]["timestep"] > im["previews"][2]["timestep"]
+
+            def pixels(url):
+                r = client.get(url)
+                assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+                return np.asarray(PILImage.open(io.BytesIO(r.content)))
+
+            assert np.array_equal(pixels(im["previews"][-1]["url"]), pixels(im["url"]))
+            assert not np.array_equal(pixels(im["previews"][0]["url"]), pixels(im["url"]))
+        assert alone["images"][0]["previews"] == []
+
+
+@pytest.mark.parametrize("previews,steps", [(7, "6"), (99, "100"), (-1, "6")])
+def test_too_many_previews_is_a_422_naming_the_field(tmp_path, previews, steps):
+    from conftest import count_jobs
+
+    with api(tmp_path) as client:
+        r = client.post("/v1/generations", json={"preset": "tiny", "class_labels": [1], "guidance": "robust",
+                                                 "steps": steps, "previews": previews})
+        assert r.status_code == 422 and ["body", "previews"] in [e["loc"] for e in r.json()["detail"]], r.text
+        assert count_jobs(client) == 0
