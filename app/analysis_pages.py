@@ -85,8 +85,7 @@ def analysis_page(job_id: str, request: Request, session: Session = Depends(get_
             tables.append({"name": f["name"], "blocks": markdown_blocks(text)})
     live = job.status in ("queued", "running")
     kind = kinds.get(job.kind)
-    settings_rows = [(k, v if isinstance(v, (str, int, float)) or v is None else json.dumps(v))
-                     for k, v in job.settings.items()]
+    settings_rows = [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in job.settings.items()]
     return render(request, "analysis/detail.html", {
         "title": f"{kind.paper}: {job.kind}", "a": info, "kind": kind, "tables": tables, "live": live,
         "settings_rows": settings_rows,
