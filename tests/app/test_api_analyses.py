@@ -219,3 +219,24 @@ def test_too_many_previews_is_a_422_naming_the_field(tmp_path, previews, steps):
                                                  "steps": steps, "previews": previews})
         assert r.status_code == 422 and ["body", "previews"] in [e["loc"] for e in r.json()["detail"]], r.text
         assert count_jobs(client) == 0
+
+
+def test_a_running_analysis_stops_at_its_next_progress_report_when_canceled(tmp_path):
+    import threading
+
+    from conftest import wait_until
+    from worker.analysis_runner import run_analysis_job
+
+    with api(tmp_path) as client:
+        job = client.post("/v1/analyses", json={"kind": "trajectory", "preset": "tiny", "labels": [1],
+                                                "steps": "400", "frames": 2}, headers=client.hdr).json()
+        outcome = []
+        worker = threading.Thread(target=lambda: outcome.append(run_analysis_job(client.settings, job["id"])))
+        worker.start()
+        wait_until(lambda: client.get(job["links"]["self"], headers=client.hdr).json()["progress_step"] > 1,
+                   timeout=120, what="the analysis to report progress")
+        assert client.post(job["links"]["cancel"], headers=client.hdr).json()["cancel_requested"]
+        worker.join(timeout=120)
+        assert outcome == ["canceled"]
+        done = client.get(job["links"]["self"], headers=client.hdr).json()
+        assert done["status"] == "canceled" and done["files"] == [] and done["progress_step"] < 400
