@@ -81,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="where to write (default: SIDECAR's folder/reproduced)")
     p.add_argument("--inputs", type=Path, default=None, help="folder of uploaded inputs (default: beside SIDECAR)")
     p.add_argument("--device", default=None, help="default: the device the sidecar records")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: the number the sidecar records, since CPU kernels may round "
+                        "differently with another)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_reproduce)
 
@@ -245,6 +248,11 @@ def run_reproduce(args: argparse.Namespace) -> int:
     from model_core.analysis import sidecar
 
     out = args.out or args.sidecar.parent / "reproduced"
+    threads = args.threads or sidecar.read(args.sidecar).get("provenance", {}).get("torch_threads")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
     bar, progress = _bar(args, f"reproduce {args.sidecar.name}")
     try:
         output, verdict = sidecar.reproduce(args.sidecar, inputs_dir=args.inputs, device=args.device,

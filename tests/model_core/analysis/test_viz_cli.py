@@ -11,6 +11,13 @@ from model_core.images import encode_png
 from rguide.cli import main
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    import torch
+
+    torch.set_num_threads(1)  # the test machine's cores are shared; more threads only contend
+
+
 def write_pngs(folder, n, size=16):
     rng = np.random.default_rng(1)
     paths = []
