@@ -40,7 +40,7 @@ def load_inputs(preset, inputs: dict, find_upload: UploadFinder | None) -> Input
     spec = inputs["heldout"]
     ds = load_dataset(spec["data"], split=heldout_split(spec["data"]), image_size=preset.image_size,
                       channels=preset.in_channels)
-    count = spec["count"] or len(ds)
+    count = spec["count"] or min(len(ds), spec.get("limit") or len(ds))
     if count > len(ds):
         raise InputError(f"heldout {count}: the held-out set of {spec['data']!r} has only {len(ds)} images")
     idx = heldout_indices(len(ds), count, int(spec["seed"]))

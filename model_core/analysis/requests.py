@@ -255,8 +255,12 @@ def _inputs(kind: str, p: Preset, given: dict, limits: AnalysisLimits, errors: l
         errors.append(FieldError(("images",), f"preset {p.name!r} has no held-out data recorded: upload images",
                                  None))
         return {}, [], 0
-    # Without a count, every held-out image: how many is known when the data are loaded.
-    return {"heldout": {"data": data, "count": count, "seed": seed}}, [], count or 0
+    # Without a count, every held-out image (how many is known when the data are loaded), up to this
+    # server's limit.
+    spec = {"data": data, "count": count, "seed": seed}
+    if count is None and limits.max_images is not None:
+        spec["limit"] = limits.max_images
+    return {"heldout": spec}, [], count or 0
 
 
 def _show(kind: str, given: dict, n: int, errors: list[FieldError]) -> int:

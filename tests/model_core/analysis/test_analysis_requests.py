@@ -41,6 +41,9 @@ def test_defaults_are_written_into_the_settings():
     g = resolve_analysis("gradients", {}, preset="demo", check_weights=False)
     assert g.settings["inputs"] == {"heldout": {"data": "mnist", "count": None, "seed": 0}}
     assert g.settings["timesteps"] == [0, 100, 200, 400, 600]
+    capped = resolve_analysis("gradients", {}, preset="demo", check_weights=False,
+                              limits=AnalysisLimits(max_images=100))
+    assert capped.settings["inputs"]["heldout"] == {"data": "mnist", "count": None, "seed": 0, "limit": 100}
 
 
 @pytest.mark.parametrize("kind,fields,where", [
