@@ -240,3 +240,29 @@ def test_a_running_analysis_stops_at_its_next_progress_report_when_canceled(tmp_
         assert outcome == ["canceled"]
         done = client.get(job["links"]["self"], headers=client.hdr).json()
         assert done["status"] == "canceled" and done["files"] == [] and done["progress_step"] < 400
+
+
+def test_the_reaper_resends_a_lost_analysis_as_an_analysis_task(tmp_path):
+    from worker.celery_app import ANALYSIS_TASK_NAME, TASK_NAME
+    from worker.reaper import reap_once
+
+    class Recorder:
+        def __init__(self):
+            self.sent = []
+
+        def pending(self):
+            return 0  # the broker holds nothing: every queued job's message was lost
+
+        def send(self, ids, task=TASK_NAME):
+            self.sent.append((tuple(ids), task))
+            return list(ids)
+
+    with api(tmp_path) as client:
+        client.app.state.enqueuer.send = lambda ids, task=TASK_NAME: list(ids)  # "accepted", then lost
+        job = client.post("/v1/analyses", json={"kind": "compare", "preset": "tiny", "labels": [0]},
+                          headers=client.hdr).json()
+        gen = client.post("/v1/generations", json={"preset": "tiny", "class_labels": [0], "guidance": "none"}).json()
+        recorder = Recorder()
+        result = reap_once(client.settings.replace(requeue_after_seconds=0), recorder)
+        assert set(result.resent) == {job["id"], gen["id"]}
+        assert ((job["id"],), ANALYSIS_TASK_NAME) in recorder.sent and ((gen["id"],), TASK_NAME) in recorder.sent
