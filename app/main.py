@@ -29,12 +29,14 @@ log = logging.getLogger("rguide.api")
 ROUTERS = [
     "app.api.presets:router",
     "app.api.generations:router",
+    "app.api.analyses:router",
     "app.api.images:router",
     "app.api.health:router",
     "app.api.home:router",
     "app.survey.api:router",
     "app.survey.pages:router",
     "app.survey.researcher:router",
+    "app.analysis_pages:router",
     "app.survey.web:static_router",
 ]
 

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "rguide.cmd_serve",
     "rguide.cmd_stats",
     "rguide.cmd_pilot",
+    "rguide.cmd_viz",
 ]
 
 

@@ -147,6 +147,7 @@ class Settings:
     queue: str = "rguide.generation"
     # Limits checked at the edge, before anything is stored.
     max_images_per_request: int = 16
+    analysis_max_images: int = 5000  # held-out images an analysis job reads, or images it generates
     max_scale: float = 100.0
     max_steps: int = 1000
     max_body_bytes: int = 1 << 20    # request bodies above this are refused (413) before they are read whole
@@ -188,6 +189,7 @@ class Settings:
             data_dir=data_dir, database_url=database_url, redis_url=redis_url, broker_url=broker_url,
             media_dir=media_dir, queue=env.get("RGUIDE_QUEUE") or "rguide.generation",
             max_images_per_request=_int(env, "RGUIDE_MAX_IMAGES", 16, minimum=1),
+            analysis_max_images=_int(env, "RGUIDE_ANALYSIS_MAX_IMAGES", 5000, minimum=1),
             max_scale=_float(env, "RGUIDE_MAX_SCALE", 100.0),
             max_steps=_int(env, "RGUIDE_MAX_STEPS", 1000, minimum=1),
             max_body_bytes=_int(env, "RGUIDE_MAX_BODY_BYTES", 1 << 20, minimum=1024),
@@ -243,6 +245,7 @@ class Settings:
             "RGUIDE_DATA_DIR": str(self.data_dir), "DATABASE_URL": self.database_url,
             "RGUIDE_BROKER_URL": self.broker_url, "RGUIDE_MEDIA_DIR": str(self.media_dir),
             "RGUIDE_QUEUE": self.queue, "RGUIDE_MAX_IMAGES": str(self.max_images_per_request),
+            "RGUIDE_ANALYSIS_MAX_IMAGES": str(self.analysis_max_images),
             "RGUIDE_MAX_SCALE": repr(self.max_scale), "RGUIDE_MAX_STEPS": str(self.max_steps),
             "RGUIDE_MAX_BODY_BYTES": str(self.max_body_bytes),
             "RGUIDE_REQUIRE_KEY_FOR_GENERATION": "1" if self.generation_requires_key else "0",

@@ -37,7 +37,9 @@ def _visible(session: Session, job: Job | None, key: ApiKey | None, settings: Se
 
 
 def _request_hash(body: GenerationRequest) -> str:
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    # Without previews the hash is what it was before the field existed, so retried requests still match.
+    fields = body.model_dump(mode="json", exclude={"previews"} if body.previews is None else None)
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -1,10 +1,11 @@
 """/v1/images/{id}.png: the stored PNGs.
 
 Image ids are unguessable (derived from a random job id), so image URLs work
-as capability links in <img> tags without an API key. The images of a survey
-study's jobs are the exception: they are served only to a key (or a signed-in
-researcher) that may see the study, since their text chunks name the method
-and a rater could match their pixels with the pairs on screen
+as capability links in <img> tags without an API key. Previews (a job's
+intermediate predicted-x_0 pictures) are served the same way. The images of a
+survey study's jobs are the exception: they are served only to a key (or a
+signed-in researcher) that may see the study, since their text chunks name
+the method and a rater could match their pixels with the pairs on screen
 (``app.survey.access.job_visible``).
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from app.survey.researcher_auth import session_key
 from worker import media
 from worker.config import Settings
 from worker.ids import is_row_id
-from worker.models import Image, Job
+from worker.models import Image, Job, Preview
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
@@ -34,7 +35,7 @@ router = APIRouter(prefix="/v1", tags=["images"])
 def image_png(image_id: Annotated[str, Path(max_length=64)], request: Request,
               key: ApiKey | None = Depends(optional_api_key), session: Session = Depends(get_db),
               settings: Settings = Depends(get_settings)) -> FileResponse:
-    image = session.get(Image, image_id) if is_row_id(image_id) else None
+    image = (session.get(Image, image_id) or session.get(Preview, image_id)) if is_row_id(image_id) else None
     job = session.get(Job, image.job_id) if image is not None else None
     if job is not None and job.study_id is not None and key is None:
         key = session_key(request, session)  # a signed-in researcher's browser

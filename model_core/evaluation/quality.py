@@ -19,7 +19,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -101,7 +101,8 @@ def _row_key(pipe, settings: EvalSettings, method: str, scale: float, steps: str
 
 
 def run_evaluation(settings: EvalSettings, out: str | Path, *, device: str | None = None,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """``on_progress(done, total)`` sees the sampling steps (the progress bar's count), for a worker's job row."""
     from tqdm import tqdm
 
     from model_core.data import load_dataset
@@ -137,16 +138,25 @@ def run_evaluation(settings: EvalSettings, out: str | Path, *, device: str | Non
     bar = tqdm(total=len(rows) * chunks * spec.num_steps, desc=f"evaluate {preset.name}", unit="step",
                disable=not progress)
     results = []
+
+    done = [0]  # tqdm does not count while disabled
+
+    def advance(n: int) -> None:
+        bar.update(n)
+        done[0] += n
+        if on_progress is not None:
+            on_progress(done[0], len(rows) * chunks * spec.num_steps)
+
     for method, scale in rows:
         key = _row_key(pipe, settings, method, scale, spec.spec, spec.sampler)
         cache = out / "samples" / f"{method}_s{scale:g}_{key}.npz"
         bar.set_postfix(method=method, scale=scale)
         if cache.is_file():
             images = np.load(cache)["images"]
-            bar.update(chunks * spec.num_steps)
+            advance(chunks * spec.num_steps)
         else:
             images = np.stack(pipe.sample(labels, seeds, method, scale, spec.spec, spec.sampler,
-                                          callback=lambda *a: bar.update(1)))
+                                          callback=lambda *a: advance(1)))
             atomic_write(cache, lambda p: np.savez_compressed(p, images=images, labels=np.array(labels),
                                                               seeds=np.array(seeds)), suffix=".tmp.npz")
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0

@@ -273,7 +273,8 @@ def test_cursor_pagination_visits_every_job_once(Session):
             jobs.list_jobs(s, limit=3, cursor="not-a-cursor")
 
 
-SERVICE_TABLES = {"generation_jobs", "generation_images", "service_workers", "api_keys"}
+SERVICE_TABLES = {"generation_jobs", "generation_images", "generation_previews", "analysis_jobs",
+                  "service_workers", "api_keys"}
 
 
 def _schema_drift(url):
@@ -282,6 +283,7 @@ def _schema_drift(url):
     from alembic.migration import MigrationContext
 
     import app.keys  # noqa: F401  (its table is part of the metadata)
+    import worker.analysis_models  # noqa: F401
 
     def ours(obj, name, type_, reflected, compare_to):
         table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
