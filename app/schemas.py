@@ -45,7 +45,8 @@ class GenerationRequest(BaseModel):
         None, description="guidance scale: one number, or per method, e.g. {\"robust\": 1.0, \"vanilla\": 0.5}; "
                           "default: the preset's")
     steps: StepsSpec | None = Field(
-        None, description="respacing: 250, '250', 'ddim50' or '10,15,20'; default: the preset's")
+        None, description="respacing: 250, '250', 'ddim50', 'logsnr20' (uniform in log-SNR) or '10,15,20'; "
+                          "default: the preset's")
     seed: Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)] | None = Field(
         None, description="image i uses seed + i; default: chosen at random and reported")
     sampler: SamplerName | None = Field(None, description="default: 'ddim' for 'ddimN' steps, else the preset's")

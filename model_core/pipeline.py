@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model_core import settings
+from model_core import runtime, settings
 from model_core.diffusion import GaussianDiffusion, create_diffusion
 from model_core.images import to_uint8
 from model_core.models.adm import unet_from_config
@@ -42,11 +42,14 @@ class Pipeline:
         weights = preset.weights()
         self.unet, diff_src = build_model(unet_from_config, preset.diffusion["model"], weights["diffusion"],
                                           self.device)
+        self.unet = runtime.prepare(self.unet)
         self.sources = {"diffusion": diff_src}
         self.providers: dict[str, providers.GuidanceProvider] = {}
         for method, entry in preset.classifiers.items():
             build = providers.load(entry.get("kind"))
             provider = build(entry, weights[f"classifier:{method}"], device=self.device)
+            if getattr(provider, "module", None) is not None:
+                provider.module = runtime.prepare(provider.module)
             self.providers[method] = provider
             self.sources[f"classifier:{method}"] = provider.source
         self.class_cond = bool(preset.diffusion["model"].get("class_cond", True))
@@ -63,7 +66,8 @@ class Pipeline:
         return create_diffusion(self.preset.diffusion["process"], steps)
 
     def provenance(self) -> dict[str, Any]:
-        return {"preset": self.preset.name, "weights": dict(self.sources), **environment()}
+        return {"preset": self.preset.name, "weights": dict(self.sources), "runtime": runtime.describe(),
+                **environment()}
 
     # -- sampling ------------------------------------------------------------
     def sample_trajectories(self, trajectories: list[Trajectory], steps: str | int | None = None,
@@ -86,7 +90,7 @@ class Pipeline:
             if callback is not None:
                 def cb(step, total, x, x0, _c=c):
                     callback(_c * total + step, len(chunks) * total, x, x0)
-            with self._lock:
+            with self._lock, runtime.autocast(self.device):
                 outs.append(sample(diffusion, self.unet, self.providers, chunk, self.shape, sampler=spec.sampler,
                                    clip_denoised=self.preset.clip_denoised, device=self.device,
                                    class_cond=self.class_cond, callback=cb))

@@ -186,7 +186,8 @@ class Preset:
     def resolve_steps(self, steps: str | int | None = None, sampler: str | None = None) -> StepSpec:
         """The steps spec and sampler a request gets on this preset (``model_core.steps.resolve_steps``)."""
         return resolve_steps(steps, sampler, default_steps=self.default_steps, default_sampler=self.default_sampler,
-                             num_timesteps=self.num_timesteps)
+                             num_timesteps=self.num_timesteps,
+                             noise_schedule=self.diffusion.get("process", {}).get("noise_schedule", "linear"))
 
     def scale_for(self, method: str, scale: float | None) -> float:
         if method == "none":

@@ -8,6 +8,14 @@ module and must not import torch at request time.
 * ``"10,15,20"`` splits the 1000 steps into three equal sections and keeps
   10, 15 and 20 steps of them respectively.
 * ``"ddim25"`` keeps an exact integer stride: ``range(0, 1000, 40)``.
+* ``"logsnr20"`` keeps 20 steps uniform in log-SNR rather than in t: the
+  training indices whose log-SNR is nearest to 20 equally spaced values from
+  that of the noisiest step to that of step 0 (both kept); where two targets
+  share an index (many steps, near t = 0) the later moves to the next free
+  index. It needs the noise schedule (``noise_schedule`` or ``alphas_cumprod``).
+
+Every spec names *original training indices* (integers): a network never sees
+a fractional or respaced timestep, whichever sampler runs the steps.
 """
 from __future__ import annotations
 
@@ -17,8 +25,23 @@ from model_core.sampling import registry
 
 
 
-def space_timesteps(num_timesteps: int, section_counts: str | list[int]) -> list[int]:
-    """Return the sorted original timestep indices kept by a respacing spec."""
+LOGSNR_PREFIX = "logsnr"
+
+
+def space_timesteps(num_timesteps: int, section_counts: str | list[int], *, noise_schedule: str = "linear",
+                    alphas_cumprod=None) -> list[int]:
+    """Return the sorted original timestep indices kept by a respacing spec.
+
+    ``noise_schedule`` (or the process's own ``alphas_cumprod``) matters only
+    for ``logsnrN``.
+    """
+    if isinstance(section_counts, str) and section_counts.startswith(LOGSNR_PREFIX):
+        want = _positive_int(section_counts[len(LOGSNR_PREFIX):], section_counts)
+        if alphas_cumprod is None:
+            from model_core.noise_schedules import alphas_cumprod as schedule_alphas
+
+            alphas_cumprod = schedule_alphas(noise_schedule, num_timesteps)
+        return log_snr_timesteps(want, alphas_cumprod, section_counts)
     if isinstance(section_counts, str):
         if section_counts.startswith("ddim"):
             want = _positive_int(section_counts[len("ddim"):], section_counts)
@@ -50,11 +73,32 @@ def space_timesteps(num_timesteps: int, section_counts: str | list[int]) -> list
     return sorted(set(kept))
 
 
+def log_snr_timesteps(count: int, alphas_cumprod, spec: str = "") -> list[int]:
+    """``count`` distinct training indices, uniform in log-SNR (see the module docstring)."""
+    import numpy as np
+
+    abar = np.asarray(alphas_cumprod, dtype=np.float64)
+    total = len(abar)
+    if count > total:
+        raise ValueError(f"steps {spec!r}: more steps than the {total} the model was trained with")
+    half_log_snr = 0.5 * (np.log(abar) - np.log1p(-abar))  # lambda_t = log(alpha_t / sigma_t), falling with t
+    targets = np.linspace(half_log_snr[-1], half_log_snr[0], count)
+    nearest = np.abs(half_log_snr[None, :] - targets[:, None]).argmin(axis=1)
+    kept = sorted(int(k) for k in nearest)
+    for j in range(1, count):  # collisions (several targets between two indices) move toward t = T - 1 ...
+        kept[j] = max(kept[j], kept[j - 1] + 1)
+    kept[-1] = min(kept[-1], total - 1)
+    for j in range(count - 2, -1, -1):  # ... and back if that ran past the last index
+        kept[j] = min(kept[j], kept[j + 1] - 1)
+    return kept
+
+
 def _positive_int(text: str, spec: str) -> int:
     try:
         value = int(text.strip())
     except ValueError:
-        raise ValueError(f"steps {spec!r} is not a step count: use e.g. '250', 'ddim50' or '10,15,20'") from None
+        raise ValueError(f"steps {spec!r} is not a step count: use e.g. '250', 'ddim50', 'logsnr20' or "
+                         "'10,15,20'") from None
     if value < 1:
         raise ValueError(f"steps {spec!r}: the number of steps must be at least 1")
     return value
@@ -71,12 +115,14 @@ class StepSpec:
     timesteps: tuple[int, ...]
 
 
-def parse_steps(spec: str | int, sampler: str | None = None, num_timesteps: int = 1000) -> StepSpec:
+def parse_steps(spec: str | int, sampler: str | None = None, num_timesteps: int = 1000, *,
+                noise_schedule: str = "linear", alphas_cumprod=None) -> StepSpec:
     """Validate a steps spec and say which sampler it implies.
 
-    ``ddimN`` implies the DDIM sampler; a plain count uses ``sampler``
-    (default ``ddpm``). A DDIM spec with ``sampler="ddpm"`` is refused rather
-    than silently reinterpreted.
+    ``ddimN`` implies the DDIM sampler; a plain count (or ``logsnrN``) uses
+    ``sampler`` (default ``ddpm``). A DDIM spec with ``sampler="ddpm"`` is
+    refused rather than silently reinterpreted. The schedule arguments place
+    ``logsnrN`` steps (see :func:`space_timesteps`).
     """
     if isinstance(spec, bool):
         raise ValueError("steps must be a step count such as 250, '250' or 'ddim50', not a boolean")
@@ -96,14 +142,14 @@ def parse_steps(spec: str | int, sampler: str | None = None, num_timesteps: int 
         chosen = implied
     else:
         chosen = sampler or DEFAULT_SAMPLER
-    kept = space_timesteps(num_timesteps, text)
+    kept = space_timesteps(num_timesteps, text, noise_schedule=noise_schedule, alphas_cumprod=alphas_cumprod)
     if len(kept) > num_timesteps:
         raise ValueError(f"steps {spec!r}: more steps than the {num_timesteps} the model was trained with")
     return StepSpec(sampler=chosen, spec=text, num_steps=len(kept), timesteps=tuple(kept))
 
 
 def resolve_steps(steps: str | int | None, sampler: str | None, *, default_steps: str, default_sampler: str,
-                  num_timesteps: int = 1000) -> StepSpec:
+                  num_timesteps: int = 1000, noise_schedule: str = "linear") -> StepSpec:
     """A request's steps and sampler, with the preset's defaults filled in: the one rule for every caller.
 
     No steps given: the preset's default steps with its default sampler
@@ -114,4 +160,4 @@ def resolve_steps(steps: str | int | None, sampler: str | None, *, default_steps
     """
     given = steps is not None
     return parse_steps(steps if given else default_steps, sampler or (None if given else default_sampler),
-                       num_timesteps=num_timesteps)
+                       num_timesteps=num_timesteps, noise_schedule=noise_schedule)

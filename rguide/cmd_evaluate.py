@@ -12,7 +12,7 @@ from rguide.cli import CLIError
 
 # How the core's setting names are spelled on these command lines.
 EVALUATE_FLAGS = {"methods": "--guidance", "scales": "--scales", "per_class": "--per-class", "steps": "--steps",
-                  "sampler": "--sampler", "seed": "--seed", "features": "--features",
+                  "sampler": "--sampler", "samplers": "--samplers", "seed": "--seed", "features": "--features",
                   "feature_weights": "--feature-weights", "real_data": "--real", "k": "--k", "preset": "--preset"}
 CLASSIFIER_FLAGS = {"data": "--data", "attack": "--attack", "eps": "--eps", "step_size": "--step-size",
                     "attack_steps": "--attack-steps", "buckets": "--buckets", "seed": "--seed",
@@ -24,13 +24,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Samples PER_CLASS images of every class for each method and scale with the "
                                    "same seeds (image i gets SEED+i in every row) and compares them with real "
                                    "held-out images. Writes OUT/results.json, OUT/results.md, one grid PNG per "
-                                   "row, and caches samples so a re-run continues.")
+                                   "row, and caches samples so a re-run continues. With --samplers the table "
+                                   "repeats for each sampler and step count, with network evaluations and "
+                                   "seconds per image, and OUT/quality_vs_evaluations.png plots FID against them.")
     p.add_argument("--preset", default=None, help="preset name (default: $RGUIDE_PRESET, else demo, else tiny)")
     p.add_argument("--guidance", default="none,vanilla,robust", help="comma-separated methods")
-    p.add_argument("--scales", default="0.25,0.5,1,2", help="comma-separated guidance scales")
+    p.add_argument("--scales", default="0.25,0.5,1,2",
+                   help="comma-separated guidance scales, or 'preset': each method's default scale and twice it")
     p.add_argument("--per-class", type=int, default=50, help="generated images per class and row")
-    p.add_argument("--steps", default=None, help="respacing, e.g. 100 or ddim50 (default: the preset's)")
+    p.add_argument("--steps", default=None, help="respacing, e.g. 100, ddim50 or logsnr20 (default: the preset's)")
     p.add_argument("--sampler", default=None, choices=samplers.names(), help="default: the preset's")
+    p.add_argument("--samplers", default=None, metavar="SAMPLER:STEPS,...",
+                   help="compare samplers and step counts as row sets on the same seeds, e.g. "
+                        "ddpm:250,ddpm:100,ddim:ddim10,dpmpp_2m:20,dpmpp_2m_sde:logsnr15 (replaces --steps/--sampler; "
+                        f"samplers: {', '.join(samplers.names())}); the first is the reference")
+    p.add_argument("--seed-noise", action="store_true",
+                   help="sample the reference rows again on a disjoint seed set (SEED+N+i) and report how far "
+                        "each metric moves between seed sets")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--features", default=None, choices=("digits", "inception"),
                    help="feature network (default: the preset's)")
@@ -94,16 +104,27 @@ def run_evaluate(args: argparse.Namespace) -> int:
     missing = preset.missing_checkpoints(methods)
     if missing:
         raise CLIError("; ".join(missing))
-    settings = EvalSettings(preset=preset.name, methods=methods, scales=_floats(args.scales, "--scales"),
+    if args.samplers is not None and (args.steps is not None or args.sampler is not None):
+        raise CLIError("--samplers names the steps of every row set: leave out --steps and --sampler")
+    if args.scales.strip().lower() == "preset":
+        scales, method_scales = [1.0], {m: [preset.scale_for(m, None), 2 * preset.scale_for(m, None)]
+                                        for m in methods if m != "none"}
+    else:
+        scales, method_scales = _floats(args.scales, "--scales"), None
+    settings = EvalSettings(preset=preset.name, methods=methods, scales=scales, method_scales=method_scales,
                             per_class=args.per_class, steps=args.steps, sampler=args.sampler, seed=args.seed,
                             features=args.features, feature_weights=args.feature_weights, real_data=args.real,
-                            k=args.k)
+                            k=args.k, seed_noise=args.seed_noise,
+                            samplers=[x for x in args.samplers.split(",") if x.strip()] if args.samplers else None)
     try:
         report = run_evaluation(settings, args.out, device=args.device, progress=not args.no_progress)
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(message(exc, EVALUATE_FLAGS)) from None
     print((args.out / "results.md").read_text())
     print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'} and {len(report['rows'])} grids")
+    if "plot" in report:
+        print(f"wrote {report['plot']}" if report["plot"] else
+              "no plot: matplotlib is not installed (pip install 'robust-guidance[plot]')")
     return 0
 
 

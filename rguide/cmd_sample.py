@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", default="pair", help="none | vanilla | robust | pair | another classifier of the preset")
     p.add_argument("--scale", default=None,
                    help="guidance scale: a number, or per method 'robust=1.0,vanilla=0.5' (default: the preset's)")
-    p.add_argument("--steps", default=None, help="respacing: '250', 'ddim50', '10,15,20' (default: the preset's)")
+    p.add_argument("--steps", default=None,
+                   help="respacing: '250', 'ddim50', 'logsnr20' (uniform in log-SNR), '10,15,20' (default: the preset's)")
     p.add_argument("--sampler", default=None, choices=samplers.names(), help="default: the preset's")
     p.add_argument("--seed", type=int, default=0, help="first seed; image i gets SEED+i")
     p.add_argument("--seeds", default=None, help="explicit comma-separated seeds, one per label")

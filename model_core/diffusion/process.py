@@ -18,25 +18,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from model_core.noise_schedules import get_named_beta_schedule  # noqa: F401 (re-exported)
+
 MODEL_VAR_TYPES = ("fixed_small", "fixed_large", "learned_range")
 LOSS_TYPES = ("mse", "rescaled_mse", "kl", "rescaled_kl")
-
-
-def get_named_beta_schedule(name: str, num_timesteps: int) -> np.ndarray:
-    if name == "linear":
-        # Scaled so that any number of steps gives the same endpoints as 1000.
-        scale = 1000 / num_timesteps
-        return np.linspace(scale * 0.0001, scale * 0.02, num_timesteps, dtype=np.float64)
-    if name == "cosine":
-        def alpha_bar(t: float) -> float:
-            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-
-        return np.array(
-            [min(1 - alpha_bar((i + 1) / num_timesteps) / alpha_bar(i / num_timesteps), 0.999)
-             for i in range(num_timesteps)],
-            dtype=np.float64,
-        )
-    raise ValueError(f"noise_schedule {name!r} is unknown; choose 'linear' or 'cosine'")
 
 
 def _gather(values: np.ndarray, t: torch.Tensor, shape: torch.Size) -> torch.Tensor:

@@ -15,8 +15,8 @@ from model_core.steps import parse_steps
 
 def respaced(base_betas, spec: str | int, **kwargs) -> GaussianDiffusion:
     base_betas = np.asarray(base_betas, dtype=np.float64)
-    kept = parse_steps(spec, num_timesteps=len(base_betas)).timesteps
     alphas_cumprod = np.cumprod(1.0 - base_betas)
+    kept = parse_steps(spec, num_timesteps=len(base_betas), alphas_cumprod=alphas_cumprod).timesteps
     new_betas = []
     last = 1.0
     for k in kept:

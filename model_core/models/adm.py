@@ -60,8 +60,10 @@ POOLS = ("adaptive", "attention", "spatial", "spatial_v2")
 
 
 def _run(fn, enabled: bool, *args):
-    # Recompute activations in backward instead of storing them (training memory);
-    # pointless without autograd, so only when a graph is being built.
+    # Recompute activations in backward instead of storing them: training memory. Only in training
+    # mode with a graph being built: the guidance gradient and the attacks (eval mode) back-propagate one
+    # batch through frozen weights, where recomputing every block costs a second forward for nothing
+    # (ADM's classifier_sample does recompute its attention blocks, whose checkpointing is always on).
     if enabled and torch.is_grad_enabled():
         return _checkpoint(fn, *args, use_reentrant=False)
     return fn(*args)
@@ -156,30 +158,39 @@ class ResBlock(TimestepBlock):
             self.skip_connection = conv_nd(dims, channels, self.out_channels, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        return _run(self._forward, self.use_checkpoint, x, emb)
+        return _run(self._forward, self.use_checkpoint and self.training, x, emb)
 
     def _forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        # The layers are called one by one: slicing an nn.Sequential builds a new module on every call.
+        in_norm, in_act, in_conv = self.in_layers
         if self.updown:
             # Resample between the activation and the convolution, on both paths.
-            h = self.h_upd(self.in_layers[:-1](x))
+            h = in_conv(self.h_upd(in_act(in_norm(x))))
             x = self.x_upd(x)
-            h = self.in_layers[-1](h)
         else:
-            h = self.in_layers(x)
+            h = in_conv(in_act(in_norm(x)))
         e = self.emb_layers(emb).type(h.dtype)
         e = e.reshape(*e.shape, *([1] * (h.dim() - e.dim())))
+        out_norm, out_act, out_drop, out_conv = self.out_layers
         if self.use_scale_shift_norm:
             scale, shift = e.chunk(2, dim=1)
-            h = self.out_layers[1:](self.out_layers[0](h) * (1 + scale) + shift)
+            h = out_norm(h) * (1 + scale) + shift
         else:
-            h = self.out_layers(h + e)
+            h = out_norm(h + e)
+        h = out_conv(out_drop(out_act(h)))
         return self.skip_connection(x) + h
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q^T k / sqrt(ch)) over (N, ch, T) tensors, returned as (N, ch, T)."""
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-    return out.transpose(1, 2)
+    """softmax(q^T k / sqrt(ch)) v over (B, H, T, ch) tensors whose last axis is contiguous, as (B, H*ch, T).
+
+    Inputs laid out this way reach PyTorch's fused (flash) attention kernel; the
+    transposed 3-D views of ADM's (B*H, ch, T) layout fall back to the generic
+    one, which computes the same numbers (ADM's einsum form) 1.4 to 1.8 times slower.
+    """
+    out = F.scaled_dot_product_attention(q, k, v)  # (B, H, T, ch)
+    b, h, length, ch = out.shape
+    return out.transpose(-1, -2).reshape(b, h * ch, length)
 
 
 class QKVAttentionLegacy(nn.Module):
@@ -192,8 +203,10 @@ class QKVAttentionLegacy(nn.Module):
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
         bs, width, length = qkv.shape
         ch = width // (3 * self.n_heads)
-        q, k, v = qkv.reshape(bs * self.n_heads, 3 * ch, length).split(ch, dim=1)
-        return _attend(q, k, v).reshape(bs, self.n_heads * ch, length)
+        # (B, H, 3*ch, T) -> (B, H, T, 3*ch): one copy, after which q, k, v are slices with unit last stride.
+        grouped = qkv.reshape(bs, self.n_heads, 3 * ch, length).transpose(-1, -2).contiguous()
+        q, k, v = grouped.split(ch, dim=-1)
+        return _attend(q, k, v)
 
 
 class QKVAttention(nn.Module):
@@ -206,8 +219,10 @@ class QKVAttention(nn.Module):
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
         bs, width, length = qkv.shape
         ch = width // (3 * self.n_heads)
-        q, k, v = (t.reshape(bs * self.n_heads, ch, length) for t in qkv.chunk(3, dim=1))
-        return _attend(q, k, v).reshape(bs, self.n_heads * ch, length)
+        # (B, 3, H, ch, T) -> (B, H, T, 3, ch): q, k, v side by side per head and position.
+        grouped = qkv.reshape(bs, 3, self.n_heads, ch, length).permute(0, 2, 4, 1, 3).contiguous()
+        q, k, v = grouped.unbind(dim=3)
+        return _attend(q, k, v)
 
 
 def _heads(channels: int, num_heads: int, num_head_channels: int) -> int:
@@ -235,7 +250,7 @@ class AttentionBlock(nn.Module):
         self.proj_out = zero_module(conv_nd(1, channels, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _run(self._forward, self.use_checkpoint, x)
+        return _run(self._forward, self.use_checkpoint and self.training, x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, *spatial = x.shape

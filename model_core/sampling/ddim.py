@@ -10,7 +10,7 @@ import torch
 
 from model_core.diffusion.process import _gather
 from model_core.sampling.base import Sampler, StepContext, StepResult
-from model_core.sampling.guidance import guided_eps
+from model_core.sampling.data_prediction import guided_pred_xstart
 
 
 class DDIMSampler(Sampler):
@@ -18,15 +18,7 @@ class DDIMSampler(Sampler):
         d, x, t = self.diffusion, ctx.x, ctx.t
         alpha_bar = _gather(d.alphas_cumprod, t, x.shape)
         alpha_bar_prev = _gather(d.alphas_cumprod_prev, t, x.shape)
-        pred_xstart = ctx.out["pred_xstart"]
-        if ctx.guided:
-            # Score conditioning (ADM's condition_score): shift eps, re-derive x_0. Only the guided
-            # rows: the eps -> x_0 round trip would change an unguided row's low bits, so it would
-            # depend on whether a guided trajectory shared its batch.
-            eps = d.predict_eps_from_xstart(x, t, pred_xstart)
-            shifted = d.predict_xstart_from_eps(x, t, guided_eps(eps, alpha_bar, ctx.grad, ctx.scales))
-            rows = (ctx.scales != 0).view(-1, *([1] * (x.ndim - 1)))
-            pred_xstart = torch.where(rows, shifted, pred_xstart)
+        pred_xstart = guided_pred_xstart(d, ctx)  # score conditioning (ADM's condition_score)
         eps = d.predict_eps_from_xstart(x, t, pred_xstart)
         eta = self.options.eta
         sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)

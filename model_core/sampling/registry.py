@@ -56,3 +56,11 @@ register(SamplerInfo(
 register(SamplerInfo(
     "ddim", "model_core.sampling.ddim:DDIMSampler", "DDIM (Song et al.), eta 0; guidance shifts eps (ADM's condition_score)",
     stochastic=False, noise_draws_per_step=1, spacing_prefix="ddim"))
+register(SamplerInfo(
+    "dpmpp_2m", "model_core.sampling.dpm_solver:DPMSolverPP2M",
+    "DPM-Solver++(2M) (Lu et al.), multistep, data prediction; one model evaluation per step",
+    stochastic=False, noise_draws_per_step=0))
+register(SamplerInfo(
+    "dpmpp_2m_sde", "model_core.sampling.dpm_solver:DPMSolverPP2MSDE",
+    "SDE-DPM-Solver++(2M) (Lu et al.), eta 1; one model evaluation and one noise draw per step",
+    stochastic=True, noise_draws_per_step=1))

@@ -58,6 +58,20 @@ def test_limits_and_defaults():
     assert "6 images requested (3 labels x 2 images for a pair)" in str(info.value)
 
 
+def test_fast_samplers_take_plain_and_log_snr_step_counts():
+    # "--steps 20" is 20 model evaluations for DPM-Solver++; "logsnr20" places them uniformly in log-SNR.
+    r = resolve_generation(preset="tiny", class_labels=[1], guidance="pair", steps="logsnr8", sampler="dpmpp_2m_sde")
+    assert (r.steps, r.sampler, r.num_steps) == ("logsnr8", "dpmpp_2m_sde", 8)
+    r = resolve_generation(preset="tiny", class_labels=[1], guidance="robust", steps=20, sampler="dpmpp_2m")
+    assert (r.steps, r.sampler, r.num_steps) == ("20", "dpmpp_2m", 20)
+    with pytest.raises(RequestInvalid) as info:
+        resolve_generation(preset="tiny", class_labels=[1], guidance="robust", steps="logsnr0", sampler="dpmpp_2m")
+    assert fields(info.value) == [("steps",)]
+    with pytest.raises(RequestInvalid) as info:
+        resolve_generation(preset="tiny", class_labels=[1], guidance="robust", steps="ddim10", sampler="dpmpp_2m")
+    assert fields(info.value) == [("steps",)] and "DDIM spacing" in str(info.value)
+
+
 def test_explicit_seeds_one_per_label():
     r = resolve_generation(preset="tiny", class_labels=[0, 1], guidance="none", seeds=[5, 2])
     assert r.seeds == (5, 2)
@@ -116,5 +130,6 @@ def test_a_comparison_must_name_two_arms_of_different_methods(tmp_path):
 def test_the_resolver_needs_no_torch():
     code = ("import sys; from model_core.generation_request import resolve_generation; "
             "resolve_generation(preset='tiny', class_labels=[0], guidance='pair', seed=1); "
+            "resolve_generation(preset='tiny', class_labels=[0], guidance='pair', steps='logsnr9', sampler='dpmpp_2m'); "
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

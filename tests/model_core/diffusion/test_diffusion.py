@@ -75,7 +75,8 @@ def test_space_timesteps_matches_adm_semantics():
     assert space_timesteps(1000, "1000") == list(range(1000))
 
 
-@pytest.mark.parametrize("bad", ["ddim0", "abc", 0, -3, 1001, "ddim999", "", True, 2.5, "5,2000"])
+@pytest.mark.parametrize("bad", ["ddim0", "abc", 0, -3, 1001, "ddim999", "", True, 2.5, "5,2000", "logsnr0",
+                                 "logsnr", "logsnr1001", "logsnrx"])
 def test_parse_steps_rejects_bad_specs(bad):
     with pytest.raises(ValueError, match="steps"):
         parse_steps(bad)
@@ -90,7 +91,35 @@ def test_parse_steps_sampler_rules():
         parse_steps("50", "euler")
 
 
-@pytest.mark.parametrize("spec", ["250", "ddim25", "10,15,20"])
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_logsnr_spacing_is_uniform_in_log_snr_on_training_indices(schedule):
+    abar = create_diffusion({"noise_schedule": schedule}).alphas_cumprod
+    lam = 0.5 * np.log(abar / (1 - abar))
+    kept = space_timesteps(1000, "logsnr10", noise_schedule=schedule)
+    assert kept[0] == 0 and kept[-1] == 999 and len(set(kept)) == 10 == len(kept)
+    assert all(isinstance(k, int) for k in kept)  # training indices: the networks never see a fraction
+    targets = np.linspace(lam[999], lam[0], 10)[::-1]  # in index order
+    nearest = [int(np.abs(lam - target).argmin()) for target in targets]
+    if len(set(nearest)) == 10:  # each is the index whose log-SNR is nearest its target
+        assert kept == nearest
+    else:  # the cosine schedule's clipped last betas crowd targets onto its last indices: moved to free ones
+        assert schedule == "cosine" and kept[:7] == nearest[:7] and nearest[-3:] == [998, 999, 999]
+        assert kept[-3:] == [997, 998, 999]
+    # Uniform in t it is not: the linear schedule's log-SNR falls fastest near t = 0, so steps crowd there.
+    assert parse_steps("logsnr10").timesteps != parse_steps("10").timesteps
+    assert parse_steps("logsnr10", noise_schedule=schedule).timesteps == tuple(kept)
+
+
+def test_logsnr_spacing_keeps_every_count_distinct():
+    # At many steps several targets share an index near t = 0; they move to the next free index.
+    for count in (25, 30, 100, 999, 1000):
+        kept = space_timesteps(1000, f"logsnr{count}")
+        assert len(kept) == count and kept == sorted(set(kept)) and kept[0] == 0 and kept[-1] == 999
+    assert space_timesteps(1000, "logsnr1000") == list(range(1000))
+    assert parse_steps("logsnr20", "dpmpp_2m").sampler == "dpmpp_2m"
+
+
+@pytest.mark.parametrize("spec", ["250", "ddim25", "10,15,20", "logsnr20"])
 def test_respacing_keeps_alpha_bar_at_kept_steps(spec):
     base = create_diffusion({"learn_sigma": True})
     d = create_diffusion({"learn_sigma": True}, spec)

@@ -7,6 +7,7 @@ import torch
 
 from model_core.evaluation.quality import EvalSettings, run_evaluation
 from model_core.models.feature_net import DigitFeatureNet, save_feature_net
+from model_core.presets import get_preset
 from rguide.cli import main
 
 
@@ -52,6 +53,49 @@ def test_evaluate_writes_table_with_shared_seeds_and_reuses_samples(tmp_path, as
     after = {p.name: p.read_bytes() for p in (out / "samples").iterdir()}
     assert len(after) == 7 and all(after[k] == v for k, v in before.items())
     capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_evaluate_compares_samplers_on_shared_seeds_with_costs_and_seed_noise(tmp_path, assets, capsys):
+    out = tmp_path / "ev"
+    argv = ["evaluate", "--preset", "tiny", "--guidance", "none,robust", "--scales", "preset", "--per-class", "1",
+            "--samplers", "ddpm:3,dpmpp_2m:2", "--seed-noise", "--seed", "5", "--features", "digits",
+            "--feature-weights", str(assets / "feat.pt"), "--real", str(assets / "real.npz"), "--k", "1",
+            "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    report = json.loads((out / "results.json").read_text())
+    robust = get_preset("tiny").scale_for("robust", None)
+    keys = [(r["sampler"], r["steps"], r["method"], r["scale"]) for r in report["rows"]]
+    assert keys == [(s, st, m, sc) for s, st in (("ddpm", "3"), ("dpmpp_2m", "2"))
+                    for m, sc in (("none", 0.0), ("robust", robust), ("robust", 2 * robust))]
+    for r in report["rows"]:
+        steps = {"3": 3, "2": 2}[r["steps"]]
+        assert r["unet_evals_per_image"] == steps
+        assert r["classifier_evals_per_image"] == (0 if r["method"] == "none" else steps)
+        assert r["seconds_per_image"] > 0 and r["seeds"] == {"first": 5, "last": 8}  # every row: seeds 5..8
+    # The reference (first) rows again on seeds 9..12, disjoint from every row's.
+    ref = [r for r in report["rows"] if r["sampler"] == "ddpm"]
+    assert all(r["second_seed_set"]["seeds"] == {"first": 9, "last": 12} for r in ref)
+    assert all("second_seed_set" not in r for r in report["rows"] if r["sampler"] != "ddpm")
+    second = np.load(out / "samples" / ref[0]["second_seed_set"]["samples"])
+    assert second["seeds"].tolist() == [9, 10, 11, 12]
+    noise = report["seed_noise"]
+    assert noise["reference"] == "ddpm:3" and len(noise["rows"]) == 3
+    fid_gap = abs(ref[0]["fid"] - ref[0]["second_seed_set"]["fid"])
+    assert noise["rows"][0]["differences"]["fid"] == pytest.approx(fid_gap) and noise["max_difference"]["fid"] >= fid_gap
+    md = (out / "results.md").read_text()
+    assert "| dpmpp_2m | 2 | robust |" in md and "Seed-to-seed noise" in md and "**largest**" in md
+    assert (out / "quality_vs_evaluations.png").stat().st_size > 1000
+    assert (out / "grids" / "dpmpp_2m-2_robust_s{:g}.png".format(robust)).is_file()
+    # A cached re-run reports the seconds the rows took when they were sampled.
+    assert main(argv) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert [r["seconds_per_image"] for r in again["rows"]] == [r["seconds_per_image"] for r in report["rows"]]
+    capsys.readouterr()
+    assert main(argv[:-3] + ["--steps", "5", "--out", str(out), "--no-progress"]) == 2
+    assert "leave out --steps" in capsys.readouterr().err
+    assert main([a if a != "ddpm:3,dpmpp_2m:2" else "ddpm:3,heun:5" for a in argv]) == 2
+    assert "--samplers entry 'heun:5'" in capsys.readouterr().err
 
 
 def test_same_seed_same_image_whatever_the_row_order(tmp_path, assets):

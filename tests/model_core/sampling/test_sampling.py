@@ -9,52 +9,12 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from model_core.diffusion import create_diffusion
+from model_core.sampling import registry
 from model_core.sampling.guidance import log_prob_grad
 from model_core.sampling.loop import SamplingCancelled, Trajectory, sample
-
-SHAPE = (1, 3, 3)
-NCLS = 3
-
-
-class FakeUNet(torch.nn.Module):
-    """Deterministic eps and learned-variance outputs that depend on x, t and y."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen_t = []
-
-    def forward(self, x, t, y=None):
-        self.seen_t.append(t.tolist())
-        tt = t.float().view(-1, 1, 1, 1) / 1000
-        eps = 0.3 * torch.tanh(x) + 0.1 * tt + 0.05 * y.float().view(-1, 1, 1, 1)
-        v = torch.tanh(0.5 * x - 0.2)
-        return torch.cat([eps, v], dim=1)
-
-
-class FakeClassifier(torch.nn.Module):
-    """Logits nonlinear in x (so a gradient taken at x_0 differs from one at x_t) and t-dependent."""
-
-    def __init__(self, seed=0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.w = torch.nn.Parameter(torch.randn(NCLS, math.prod(SHAPE), generator=g))
-        self.seen_t = []
-
-    def forward(self, x, t):
-        self.seen_t.append(t.tolist())
-        h = torch.sin(x.flatten(1)) * (1 + t.float().view(-1, 1) / 1000)
-        return h @ self.w.t()
-
-
-def ref_grad(clf, x, t_orig, y):
-    x = x.detach().clone().requires_grad_(True)
-    lp = F.log_softmax(torch.sin(x.flatten(1)) * (1 + t_orig / 1000) @ clf.w.detach().t(), dim=-1)
-    (g,) = torch.autograd.grad(lp[0, y], x)
-    return g
-
+from sampler_support import NCLS, SHAPE, FakeClassifier, FakeUNet, ref_grad
 
 def reference_ddpm(d, unet, clf, label, seed, scale, guided=True):
     """One trajectory, written out step by step from the formulas (float64 schedule)."""
@@ -76,14 +36,16 @@ def reference_ddpm(d, unet, clf, label, seed, scale, guided=True):
     return x, g
 
 
-@pytest.mark.parametrize("steps", ["7", "ddim5"])
-def test_networks_see_original_timesteps_every_step_including_the_last(steps):
+@pytest.mark.parametrize("sampler,steps", [(name, "7") for name in registry.names()]
+                         + [("ddim", "ddim5"), ("dpmpp_2m", "logsnr7"), ("dpmpp_2m_sde", "logsnr7")])
+def test_networks_see_original_timesteps_every_step_including_the_last(sampler, steps):
+    # One UNet and one classifier evaluation per step, always at an original (integer) training index:
+    # "--steps 7" is 7 model evaluations for every sampler, the multistep solvers included.
     d = create_diffusion({"learn_sigma": True}, steps)
     unet, clf = FakeUNet(), FakeClassifier()
-    sample(d, unet, {"robust": clf}, [Trajectory(1, 0, "robust", 1.0)], SHAPE,
-           sampler="ddim" if steps.startswith("ddim") else "ddpm")
+    sample(d, unet, {"robust": clf}, [Trajectory(1, 0, "robust", 1.0)], SHAPE, sampler=sampler)
     want = list(reversed(d.timestep_map))
-    assert [s[0] for s in unet.seen_t] == want
+    assert [s[0] for s in unet.seen_t] == want and len(want) == (5 if steps == "ddim5" else 7)
     assert [s[0] for s in clf.seen_t] == want  # guidance on every step, t=0 included
     # "7" strides to the last training step; "ddim5" is range(0, 1000, 200).
     assert want[0] == (800 if steps == "ddim5" else 999) and want[-1] == 0
@@ -154,16 +116,24 @@ def test_log_prob_grad_leaves_classifier_parameters_alone():
     torch.testing.assert_close(g[1:2], ref_grad(clf, x[1:2], 20, 2))
 
 
-def test_trajectories_are_batch_independent_and_pairs_share_noise():
+@pytest.mark.parametrize("sampler", registry.names())
+def test_trajectories_are_batch_independent_and_pairs_share_noise(sampler):
     d = create_diffusion({"learn_sigma": True}, "5")
     unet, clfs = FakeUNet(), {"robust": FakeClassifier(1), "vanilla": FakeClassifier(2)}
-    alone = sample(d, unet, clfs, [Trajectory(1, 42, "robust", 1.0)], SHAPE)
+    alone = sample(d, unet, clfs, [Trajectory(1, 42, "robust", 1.0)], SHAPE, sampler=sampler)
     batch = [Trajectory(i % NCLS, 100 + i, ("robust", "vanilla", "none")[i % 3], 0.5) for i in range(7)]
     batch.insert(4, Trajectory(1, 42, "robust", 1.0))
-    together = sample(d, unet, clfs, batch, SHAPE)
+    together = sample(d, unet, clfs, batch, SHAPE, sampler=sampler)
     torch.testing.assert_close(together[4:5], alone, rtol=0, atol=1e-6)
-    pair = sample(d, unet, clfs, [Trajectory(2, 7, "robust", 0.0), Trajectory(2, 7, "vanilla", 0.0)], SHAPE)
+    gens = [torch.Generator().manual_seed(7) for _ in range(2)]
+    pair = sample(d, unet, clfs, [Trajectory(2, 7, "robust", 0.0), Trajectory(2, 7, "vanilla", 0.0)], SHAPE,
+                  sampler=sampler, generators=gens)
     assert torch.equal(pair[0], pair[1])  # same seed, zero scale: identical trajectories
+    # Each trajectory drew x_T and the sampler's registered number of draws per step, no more, no less.
+    ref = torch.Generator().manual_seed(7)
+    for _ in range(1 + d.num_timesteps * registry.get(sampler).noise_draws_per_step):
+        torch.randn(SHAPE, generator=ref)
+    assert all(torch.equal(g.get_state(), ref.get_state()) for g in gens)
 
 
 def test_callback_sees_every_step_and_can_cancel():
@@ -205,14 +175,15 @@ def test_guided_ddim_shows_its_guided_x0_to_the_callback():
     assert not torch.equal(shown[0], plain[0])  # same x_T and model output: only guidance differs
 
 
-def test_an_unguided_ddim_row_is_bit_identical_whether_or_not_a_guided_row_shares_its_batch():
-    # Issue 13: one guided trajectory sent the whole batch down the guided path (an eps -> x_0
+@pytest.mark.parametrize("sampler", registry.names())
+def test_an_unguided_row_is_bit_identical_whether_or_not_a_guided_row_shares_its_batch(sampler):
+    # Issue 13: one guided trajectory sent the whole DDIM batch down the guided path (an eps -> x_0
     # round trip), which moved the unguided rows by ~1e-6. Same batch size, same row, a real
     # (tiny, seeded) ADM UNet: the toy networks above round-trip exactly and would not show it.
     from model_core.pipeline import get_pipeline
 
     pipe = get_pipeline("tiny", "cpu")
-    mixed = pipe.sample_trajectories([Trajectory(0, 11, "robust", 2.0), Trajectory(2, 12)], "ddim5", "ddim")
-    plain = pipe.sample_trajectories([Trajectory(0, 11), Trajectory(2, 12)], "ddim5", "ddim")
+    mixed = pipe.sample_trajectories([Trajectory(0, 11, "robust", 2.0), Trajectory(2, 12)], "5", sampler)
+    plain = pipe.sample_trajectories([Trajectory(0, 11), Trajectory(2, 12)], "5", sampler)
     assert torch.equal(mixed[1], plain[1])
     assert not torch.equal(mixed[0], plain[0])
