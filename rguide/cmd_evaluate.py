@@ -124,7 +124,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'} and {len(report['rows'])} grids")
     if "plot" in report:
         print(f"wrote {report['plot']}" if report["plot"] else
-              "no plot: matplotlib is not installed (pip install 'robust-guidance[plot]')")
+              "no plot: matplotlib could not be imported")
     return 0
 
 

@@ -2,8 +2,8 @@
 
 One column per guidance method, one line per sampler and scale (points at its
 step counts), the reference rows (the first sampler's) as a horizontal line
-with a band of +- their seed-to-seed noise when it was measured. matplotlib is
-an optional dependency (``pip install robust-guidance[plot]``).
+with a band of +- their seed-to-seed noise when it was measured (matplotlib,
+a dependency of the project).
 
     python -m model_core.evaluation.cost_plot OUT/results.json docs/quality_vs_evaluations.png
 """
