@@ -57,6 +57,9 @@ def plot(rows: list[dict], title: str) -> bytes:
         if base and metric in base:
             ax.axhline(base[metric], color="black", linestyle="--", linewidth=1, label="unguided")
         ax.set_xscale("log", base=2)
+        scales = sorted({r["scale"] for r in rows if r["method"] != "none"})
+        ax.set_xticks(scales, [f"{v:g}" for v in scales])
+        ax.minorticks_off()
         ax.set_xlabel("guidance scale s")
         ax.set_ylabel(name)
         ax.set_title(f"{name} against scale", fontsize=9)
