@@ -20,6 +20,7 @@ are feature-map sizes, turned into downsample rates ``image_size // res``.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -181,15 +182,30 @@ class ResBlock(TimestepBlock):
         return self.skip_connection(x) + h
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q^T k / sqrt(ch)) v over (B, H, T, ch) tensors whose last axis is contiguous, as (B, H*ch, T).
+# Below this many positions the fused kernel's per-call cost outweighs its gain on a CPU: measured with
+# 2 threads (issue 13), it took 1.4 to 1.9x the einsum form at 49 and 64 positions, 0.9 to 1.15x at 256
+# (0.5x at 64 heads x batch), 0.2 to 0.8x at 1024. CUDA always takes the fused kernel.
+FUSED_ATTENTION_MIN_POSITIONS_CPU = 128
 
-    Inputs laid out this way reach PyTorch's fused (flash) attention kernel; the
-    transposed 3-D views of ADM's (B*H, ch, T) layout fall back to the generic
-    one, which computes the same numbers (ADM's einsum form) 1.4 to 1.8 times slower.
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q^T k / sqrt(ch)) v for (B, H, ch, T) views of the qkv projection, returned as (B, H*ch, T).
+
+    Long sequences (and any on CUDA) go to ``F.scaled_dot_product_attention``
+    as contiguous (B, H, T, ch) tensors, which reach its fused kernel: the
+    transposed 3-D views of ADM's layout sent it to the generic one, with an
+    extra masking pass, 1.4 to 1.8x slower for the same numbers. Short ones on a
+    CPU take ADM's own einsum form on the views (no copy), its exact arithmetic.
     """
+    b, h, ch, length = q.shape
+    if q.device.type == "cpu" and length < FUSED_ATTENTION_MIN_POSITIONS_CPU:
+        q, k, v = (t.reshape(b * h, ch, length) for t in (q, k, v))
+        scale = 1 / math.sqrt(math.sqrt(ch))
+        weight = torch.einsum("bct,bcs->bts", q * scale, k * scale)
+        weight = torch.softmax(weight.float(), dim=-1).type(weight.dtype)
+        return torch.einsum("bts,bcs->bct", weight, v).reshape(b, h * ch, length)
+    q, k, v = (t.transpose(-1, -2).contiguous() for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v)  # (B, H, T, ch)
-    b, h, length, ch = out.shape
     return out.transpose(-1, -2).reshape(b, h * ch, length)
 
 
@@ -203,9 +219,7 @@ class QKVAttentionLegacy(nn.Module):
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
         bs, width, length = qkv.shape
         ch = width // (3 * self.n_heads)
-        # (B, H, 3*ch, T) -> (B, H, T, 3*ch): one copy, after which q, k, v are slices with unit last stride.
-        grouped = qkv.reshape(bs, self.n_heads, 3 * ch, length).transpose(-1, -2).contiguous()
-        q, k, v = grouped.split(ch, dim=-1)
+        q, k, v = qkv.reshape(bs, self.n_heads, 3 * ch, length).split(ch, dim=2)
         return _attend(q, k, v)
 
 
@@ -219,9 +233,7 @@ class QKVAttention(nn.Module):
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
         bs, width, length = qkv.shape
         ch = width // (3 * self.n_heads)
-        # (B, 3, H, ch, T) -> (B, H, T, 3, ch): q, k, v side by side per head and position.
-        grouped = qkv.reshape(bs, 3, self.n_heads, ch, length).permute(0, 2, 4, 1, 3).contiguous()
-        q, k, v = grouped.unbind(dim=3)
+        q, k, v = qkv.reshape(bs, 3, self.n_heads, ch, length).unbind(dim=1)
         return _attend(q, k, v)
 
 
