@@ -13,7 +13,7 @@ import logging
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from app import errors
+from app import access_log, errors
 from app.edge import EdgeGuard
 from app.ratelimit import RateLimiter
 from model_core import __version__
@@ -29,11 +29,14 @@ log = logging.getLogger("rguide.api")
 ROUTERS = [
     "app.api.presets:router",
     "app.api.generations:router",
+    "app.api.analyses:router",
     "app.api.images:router",
     "app.api.health:router",
+    "app.api.home:router",
     "app.survey.api:router",
     "app.survey.pages:router",
     "app.survey.researcher:router",
+    "app.analysis_pages:router",
     "app.survey.web:static_router",
 ]
 
@@ -85,6 +88,7 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool | None = No
     app.state.sse_poll_seconds = 0.25
     app.state.sse_max_seconds = 600.0
     errors.install(app)
+    access_log.install()
     app.add_middleware(EdgeGuard, max_body_bytes=settings.max_body_bytes)
     for spec in ROUTERS:
         module, _, attr = spec.partition(":")

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
+from model_core.analysis.requests import MAX_FRAMES as MAX_PREVIEWS
 from model_core.sampling import registry as samplers
 
 Label = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)] | Annotated[str, StringConstraints(max_length=200)]
@@ -49,6 +50,17 @@ class GenerationRequest(BaseModel):
     seed: Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)] | None = Field(
         None, description="image i uses seed + i; default: chosen at random and reported")
     sampler: SamplerName | None = Field(None, description="default: 'ddim' for 'ddimN' steps, else the preset's")
+    previews: Annotated[StrictInt, Field(ge=0, le=MAX_PREVIEWS)] | None = Field(
+        None, description="keep N pictures of each image's predicted x_0 at uniformly spaced sampling steps "
+                          "(the paper's Figure 5); the last is the image itself. Listed under each image's "
+                          "'previews'")
+
+
+class PreviewOut(BaseModel):
+    frame: int = Field(description="0 .. previews - 1")
+    step: int = Field(description="sampling steps done when it was taken (1 .. the job's steps)")
+    timestep: int = Field(description="the training timestep t of that step")
+    url: str
 
 
 class PairLink(BaseModel):
@@ -72,6 +84,7 @@ class ImageOut(BaseModel):
     height: int
     sha256: str
     pair: PairLink | None = None
+    previews: list[PreviewOut] = Field(default_factory=list, description="with 'previews': N, its trajectory")
 
 
 class PairOut(BaseModel):
@@ -182,3 +195,125 @@ class Readiness(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+
+
+# -- analyses (model_core.analysis) ---------------------------------------------------------------
+
+def _registered_analysis(name: str) -> str:
+    from model_core.analysis import kinds
+
+    kinds.get(name)  # ValueError naming the analyses -> 422 at this field
+    return name
+
+
+def _analysis_names() -> list[str]:
+    from model_core.analysis import kinds
+
+    return list(kinds.names())
+
+
+AnalysisKindName = Annotated[str, StringConstraints(max_length=32), AfterValidator(_registered_analysis),
+                             Field(json_schema_extra=lambda schema: schema.update(enum=_analysis_names()))]
+Name = Annotated[str, StringConstraints(max_length=64)]
+Count = Annotated[StrictInt, Field(ge=-(2**31), le=2**31)]
+Number = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class ImageUpload(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    png_base64: Annotated[str, StringConstraints(max_length=4_000_000)] = Field(
+        description="the PNG file, base64-encoded; it must have the preset's size (28x28 for the demo)")
+    label: Label | None = Field(None, description="its true class (required for gradients)")
+    target: Label | None = Field(None, description="maximize: the class to maximise toward")
+
+
+class AnalysisRequest(BaseModel):
+    """One analysis; which fields apply depends on ``kind`` (others are refused, naming the field)."""
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"kind": "gradients", "preset": "demo", "heldout": 100, "timesteps": [0, 100, 300]},
+        {"kind": "maximize", "preset": "demo", "heldout": 200, "show": 4},
+        {"kind": "trajectory", "labels": [3, 8], "seed": 5, "frames": 6},
+        {"kind": "compare", "labels": [0, 1, 2, 3], "arms": ["none", "vanilla", "robust"]},
+        {"kind": "sweep", "methods": ["none", "robust"], "scales": [0.5, 1, 2], "per_class": 10},
+    ]})
+
+    kind: AnalysisKindName = Field(description="gradients | maximize | trajectory | compare | sweep")
+    preset: Name | None = Field(None, description="default: the server's default preset")
+    images: list[ImageUpload] | None = Field(None, max_length=1024, description="gradients, maximize: uploaded "
+                                             "images (else held-out ones); at most RGUIDE_MAX_IMAGES")
+    heldout: Count | None = Field(None, description="gradients, maximize: how many held-out images "
+                                                    "(default: all)")
+    classifiers: list[Name] | None = Field(None, max_length=64, description="default: all of the preset's")
+    seed: Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)] | None = Field(
+        None, description="noise, picks and random targets; the first sample seed (default 0)")
+    show: Count | None = Field(None, description="images in the picture (the numbers use all)")
+    timesteps: list[Count] | None = Field(None, max_length=64, description="gradients: the picture's timesteps")
+    buckets: Count | None = Field(None, description="gradients: timestep buckets of the numbers (default 4)")
+    threshold: Number | None = Field(None, description="gradients: clean pixels above it are the object")
+    targets: list[Label] | None = Field(None, max_length=100_000, description="maximize: a target per image")
+    eps: Number | None = Field(None, description="maximize: L2 radius (default: the paper's, scaled)")
+    attack_steps: Count | None = Field(None, description="maximize: PGD steps (default 7)")
+    step_size: Number | None = Field(None, description="maximize: default 2.5 * eps / steps")
+    judge: Literal["features", "none"] | None = Field(
+        None, description="maximize: the network that reads the results ('features': the preset's)")
+    labels: list[Label] | None = Field(None, max_length=1024, description="trajectory, compare: classes")
+    seeds: list[Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]] | None = Field(
+        None, max_length=1024, description="trajectory, compare: one per label (default: seed + i)")
+    arms: list[Name] | None = Field(None, max_length=32, description="trajectory, compare: arm names or "
+                                                                     "'method=scale'")
+    frames: Count | None = Field(None, description="trajectory: frames per run (default 8)")
+    steps: StepsSpec | None = Field(None, description="trajectory, compare, sweep: respacing")
+    sampler: SamplerName | None = None
+    methods: list[Name] | None = Field(None, max_length=32, description="sweep: methods (default: all)")
+    scales: list[Number] | None = Field(None, max_length=32, description="sweep: guidance scales")
+    per_class: Count | None = Field(None, description="sweep: images per class and row (default 50)")
+    k: Count | None = Field(None, description="sweep: k of the k-NN precision/recall (default 3)")
+
+
+class AnalysisFile(BaseModel):
+    name: str
+    url: str
+    sha256: str
+    media_type: str
+    size_bytes: int
+
+
+class AnalysisInput(BaseModel):
+    sha256: str
+    label: int | None
+    url: str
+
+
+class AnalysisLinks(BaseModel):
+    self: str
+    cancel: str
+    page: str = Field(description="the result as a web page (researcher sign-in)")
+    sidecar: str | None = Field(description="the JSON sidecar, once the job succeeded")
+
+
+class AnalysisOut(BaseModel):
+    id: str
+    kind: str
+    status: Status
+    preset: str
+    settings: dict = Field(description="the resolved settings: every default written out")
+    num_images: int
+    progress: float = Field(ge=0, le=1)
+    progress_step: int
+    progress_total: int
+    cancel_requested: bool
+    error: str | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    summary: dict | None = Field(description="the analysis's numbers, once it succeeded")
+    reproduce: str | None = Field(description="the command that reproduces it from its sidecar")
+    files: list[AnalysisFile]
+    inputs: list[AnalysisInput]
+    links: AnalysisLinks
+
+
+class AnalysisList(BaseModel):
+    items: list[AnalysisOut]

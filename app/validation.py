@@ -8,6 +8,7 @@ never imports torch.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from model_core.generation_request import FieldError, Limits, ResolvedRequest, resolve_generation
@@ -63,4 +64,9 @@ def validate_generation(body: Any, settings: Settings) -> JobSpec:
                                       limits=server_limits(settings))
     except CoreRequestInvalid as exc:
         raise http_errors(exc) from None
-    return job_spec(resolved)
+    spec = job_spec(resolved)
+    previews = getattr(body, "previews", None) or 0
+    if previews > spec.num_steps:
+        raise RequestInvalid([http_error(("previews",), f"{previews} previews of a {spec.num_steps}-step run: at "
+                                         "most one per sampling step", previews)])
+    return replace(spec, previews=previews)

@@ -23,6 +23,10 @@ shipped inside ``model_core/weights`` and any other relative path is taken
 under ``$RGUIDE_CHECKPOINT_DIR`` (default ``./checkpoints``). A checkpoint
 with ``path: null`` and an ``init_seed`` is a deterministic random
 initialisation (the ``tiny`` test preset).
+
+A preset may name another with ``"extends": NAME`` and give only what
+differs (``demo-uncond`` is ``demo`` with an unconditional UNet): objects
+merge key by key, other values (lists included) replace the base's.
 """
 from __future__ import annotations
 
@@ -213,8 +217,34 @@ def _weights_spec(role: str, cfg: dict) -> WeightsSpec:
     return WeightsSpec(role=role, path=cfg.get("path"), env=cfg.get("env"), init_seed=cfg.get("init_seed"))
 
 
-def _load(path: Path) -> Preset:
+def _merged(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``: nested objects merge key by key, anything else (lists too) replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            out[key] = _merged(base[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _raw(path: Path, seen: tuple[str, ...] = ()) -> dict:
+    """A preset's JSON with its ``extends`` chain applied: a variant names its base and states only what differs,
+    so a fact shared by two presets (an architecture, a classifier's weights) is written once."""
     raw = json.loads(path.read_text())
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    base_path = PRESET_DIR / f"{base}.json"
+    if base in seen or base == path.stem:
+        raise ValueError(f"preset {path.name}: 'extends' makes a cycle through {base!r}")
+    if not base_path.is_file():
+        raise ValueError(f"preset {path.name}: extends {base!r}, which is not a preset file")
+    return _merged(_raw(base_path, seen + (path.stem,)), raw)
+
+
+def _load(path: Path) -> Preset:
+    raw = _raw(path)
     names = raw.get("class_names")
     if isinstance(names, str):  # a file under model_core/data, for long lists
         names = [line.strip() for line in (DATA_DIR / names).read_text().splitlines() if line.strip()]

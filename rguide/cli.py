@@ -17,6 +17,8 @@ COMMAND_MODULES = [
     "rguide.cmd_evaluate",
     "rguide.cmd_serve",
     "rguide.cmd_stats",
+    "rguide.cmd_pilot",
+    "rguide.cmd_viz",
 ]
 
 

@@ -123,8 +123,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print((args.out / "results.md").read_text())
     print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'} and {len(report['rows'])} grids")
     if "plot" in report:
-        print(f"wrote {report['plot']}" if report["plot"] else
-              "no plot: matplotlib is not installed (pip install 'robust-guidance[plot]')")
+        print(f"wrote {report['plot']}")
     return 0
 
 

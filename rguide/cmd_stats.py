@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="JSON mapping pair_id to [URL of A's image, URL of B's image] for the report")
     p.add_argument("--export-csv", type=Path, default=None,
                    help="write the votes as a tidy long-format CSV with exclusion flags")
+    p.add_argument("--table2-csv", type=Path, default=None,
+                   help="write the threshold table (the paper's Table 2) with 95%% intervals as CSV")
+    p.add_argument("--table2-tex", type=Path, default=None, help="write the same table as a LaTeX table (booktabs)")
     p.add_argument("--seed", type=int, default=0, help="seed of the cluster bootstrap")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates (0: off)")
     p.add_argument("--methods", default="robust,vanilla", help="names of methods A and B as used in 'choice'")
@@ -118,14 +121,15 @@ def _load_images(path: Path) -> dict:
 # -- rguide stats ----------------------------------------------------------------------------
 
 def run_stats(args: argparse.Namespace) -> int:
-    from app.stats.export import stats_json, tidy_votes_csv, write_atomic
+    from app.stats.export import stats_json, table2_csv, table2_latex, tidy_votes_csv, write_atomic
     from app.stats.summary import compute_all
 
     methods = _methods(args.methods)
     thresholds = parse_thresholds(args.thresholds)
     if args.bootstrap < 0:
         raise CLIError("--bootstrap must be >= 0")
-    for path, flag in ((args.out, "--out"), (args.html, "--html"), (args.export_csv, "--export-csv")):
+    for path, flag in ((args.out, "--out"), (args.html, "--html"), (args.export_csv, "--export-csv"),
+                       (args.table2_csv, "--table2-csv"), (args.table2_tex, "--table2-tex")):
         _check_output(path, flag)
     images = _load_images(args.images) if args.images is not None else None
     votes = _read_votes(args.votes, methods)
@@ -160,6 +164,10 @@ def run_stats(args: argparse.Namespace) -> int:
         outputs.append((args.html, html))
     if args.export_csv is not None:
         outputs.append((args.export_csv, tidy_votes_csv(votes, max_attention_failures=args.max_attention_failures)))
+    if args.table2_csv is not None:
+        outputs.append((args.table2_csv, table2_csv(stats)))
+    if args.table2_tex is not None:
+        outputs.append((args.table2_tex, table2_latex(stats)))
     for path, text in outputs:
         try:
             write_atomic(path, text)

@@ -20,12 +20,14 @@ rguide=.venv/bin/rguide
 mkdir -p "$RUNS" "$WEIGHTS"
 
 $rguide train-diffusion  --preset demo          --out "$RUNS/diffusion" --threads "$THREADS"
+$rguide train-diffusion  --preset demo-uncond   --out "$RUNS/uncond"    --threads "$THREADS"
 $rguide train-classifier --preset demo          --out "$RUNS/vanilla"   --threads "$THREADS"
 $rguide train-classifier --preset demo --robust --out "$RUNS/robust"    --threads "$THREADS"
 $rguide train-feature-net --data mnist --steps 1500 --seed 0 --dtype float16 --out "$WEIGHTS/features.pt" \
     --threads "$THREADS"
 
 $rguide export-weights --run "$RUNS/diffusion" --out "$WEIGHTS/diffusion.pt"          # EMA weights, fp16
+$rguide export-weights --run "$RUNS/uncond"    --out "$WEIGHTS/diffusion_uncond.pt"
 $rguide export-weights --run "$RUNS/vanilla"   --out "$WEIGHTS/classifier_vanilla.pt"
 $rguide export-weights --run "$RUNS/robust"    --out "$WEIGHTS/classifier_robust.pt"
 
@@ -38,3 +40,8 @@ $rguide evaluate-classifier --preset demo --buckets 4 --seed 0 --eps 0.5 --step-
     --out "$RUNS/classifiers_eps05.json"
 $rguide evaluate --preset demo --guidance none,vanilla,robust --scales 0.25,0.5,1,2 \
     --per-class 20 --steps 100 --seed 0 --out "$RUNS/eval"
+# demo-uncond: quality against scale, and the scale-4 rows on a second, disjoint seed set (the noise of a row).
+$rguide evaluate --preset demo-uncond --guidance none,vanilla,robust --scales 1,2,4,8 \
+    --per-class 10 --steps 100 --seed 0 --out "$RUNS/eval_uncond"
+$rguide evaluate --preset demo-uncond --guidance vanilla,robust --scales 4 \
+    --per-class 10 --steps 100 --seed 100 --out "$RUNS/eval_uncond_seed100"

@@ -25,12 +25,12 @@ def sqlite_settings(tmp_path: Path, **overrides):
 
 
 @contextlib.contextmanager
-def survey_api(tmp_path: Path):
+def survey_api(tmp_path: Path, **overrides):
     """The app on SQLite with a researcher key: ``client.key`` and its header ``client.hdr``."""
     from app.main import create_app
     from worker import db
 
-    settings = sqlite_settings(tmp_path)
+    settings = sqlite_settings(tmp_path, **overrides)
     with TestClient(create_app(settings, run_reaper=False)) as client:
         client.settings = settings
         client.key = new_key(settings)
@@ -81,6 +81,16 @@ def field_value(html: str, name: str) -> str:
     return m.group(1)
 
 
+def form_action(html: str, form_id: str | None = None) -> str:
+    """Where a form of the page posts to (the first form, or the one with ``id``), as a browser reads it."""
+    import html as html_lib
+
+    pattern = rf'<form[^>]*id="{form_id}"[^>]*>' if form_id else r'<form method="post"[^>]*>'
+    tag = re.search(pattern, html)
+    assert tag, f"no form {form_id or ''} in the page"
+    return html_lib.unescape(re.search(r'action="([^"]*)"', tag.group(0)).group(1))
+
+
 @dataclass
 class Rater:
     """A rater's browser without JavaScript: its own cookies, forms posted as a browser would."""
@@ -98,22 +108,42 @@ class Rater:
         return f"/s/{self.study_id}"
 
     def start(self, **params) -> Rater:
+        """Open the link, tick the consent box and press Start, as a browser does."""
         r = self.client.get(self.base, params=params)
         assert r.status_code == 200, r.text
-        form = {"csrf": field_value(r.text, "csrf"), "consent": "yes", **params}
-        r = self.client.post(f"{self.base}/start", data=form)
+        r = self.client.post(form_action(r.text), data={"csrf": field_value(r.text, "csrf"), "consent": "yes"})
         assert r.status_code == 200, r.text
-        self.page = r.text
+        self.page, self.url = r.text, str(r.url)
         return self
 
+    url: str = ""
+
     def load(self):
-        r = self.client.get(f"{self.base}/pair")
-        self.page = r.text
+        """Reload the pair page (with whatever query the rater's links carry)."""
+        query = self.url.split("?", 1)[1] if "?" in self.url else ""
+        r = self.client.get(f"{self.base}/pair" + (f"?{query}" if query else ""))
+        self.page, self.url = r.text, str(r.url)
         return r
 
     @property
     def done(self) -> bool:
+        """The session is over: the thank-you page, or any other exit page."""
+        return 'id="exit"' in self.page
+
+    @property
+    def completed(self) -> bool:
         return 'id="completion-code"' in self.page
+
+    @property
+    def outcome(self) -> str | None:
+        m = re.search(r'data-outcome="([a-z_]+)"', self.page)
+        return m.group(1) if m else None
+
+    @property
+    def instruction(self) -> str | None:
+        """The side an instructed attention check on screen asks for."""
+        m = re.search(r'id="check-instruction"[^>]*>.*?<strong>(\w+)</strong>', self.page, re.S)
+        return m.group(1).lower() if m else None
 
     @property
     def pair_id(self) -> str:
@@ -126,16 +156,18 @@ class Rater:
     def vote(self, answer: str, **extra):
         """Answer the pair on screen; follows the redirect to the next page as a browser does."""
         form = {"csrf": self.csrf, "pair": self.pair_id, "answer": answer, **extra}
-        r = self.client.post(f"{self.base}/vote", data=form)
+        r = self.client.post(form_action(self.page, "vote-form"), data=form)
         self.history.append({"pair": form["pair"], "answer": answer, "status": r.status_code})
         if r.status_code == 200:
-            self.page = r.text
+            self.page, self.url = r.text, str(r.url)
         return r
 
-    def finish(self, answer_for=lambda i, pair: "left") -> int:
+    def finish(self, answer_for=lambda i, pair: "left", follow_checks: bool = True) -> int:
+        """Answer until the session ends; instructed checks are followed unless ``follow_checks`` is off."""
         n = 0
         while not self.done:
-            r = self.vote(answer_for(n, self.pair_id))
+            answer = (follow_checks and self.instruction) or answer_for(n, self.pair_id)
+            r = self.vote(answer)
             assert r.status_code == 200, r.text
             n += 1
         return n

@@ -12,6 +12,7 @@ from celery import Celery
 from worker.config import Settings
 
 TASK_NAME = "rguide.generate"
+ANALYSIS_TASK_NAME = "rguide.analyze"
 log = logging.getLogger("rguide.enqueue")
 
 
@@ -36,7 +37,7 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         task_default_queue=settings.queue,
-        task_routes={TASK_NAME: {"queue": settings.queue}},
+        task_routes={TASK_NAME: {"queue": settings.queue}, ANALYSIS_TASK_NAME: {"queue": settings.queue}},
         # A task is acknowledged when it finishes, not when it starts: if the
         # worker dies, the broker still has it. One task reserved at a time,
         # so a busy worker never sits on jobs another worker could run.
@@ -72,12 +73,12 @@ class Enqueuer:
             self._app = make_celery(self.settings)
         return self._app
 
-    def send(self, job_ids: list[str]) -> list[str]:
-        """Send each id; return those the broker accepted. Failures are logged, not raised."""
+    def send(self, job_ids: list[str], task: str = TASK_NAME) -> list[str]:
+        """Send each id as ``task``; return those the broker accepted. Failures are logged, not raised."""
         sent = []
         for job_id in job_ids:
             try:
-                self.app.send_task(TASK_NAME, args=[job_id], queue=self.settings.queue)
+                self.app.send_task(task, args=[job_id], queue=self.settings.queue)
             except Exception as exc:  # broker down: the reaper will send it later
                 log.warning("could not send job %s to the broker (%s: %s); the reaper will retry",
                             job_id, type(exc).__name__, exc)

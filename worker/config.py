@@ -78,6 +78,28 @@ def _addresses(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+# Amazon Mechanical Turk: the worker site frames an ExternalQuestion, and a HIT is submitted to
+# turkSubmitTo (www.mturk.com, or the sandbox). Production and sandbox by default.
+DEFAULT_MTURK_HOSTS = ("https://worker.mturk.com", "https://www.mturk.com", "https://workersandbox.mturk.com")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
+
+
+def _origins(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    out = []
+    for part in re.split(r"[\s,]+", raw.strip()):
+        if not part:
+            continue
+        part = part.rstrip("/")
+        if not _ORIGIN.match(part):
+            raise SettingsError(f"{name}: {part!r} is not an origin (scheme and host, optionally a port, e.g. "
+                                "https://worker.mturk.com)")
+        out.append(part.lower())
+    return tuple(out)
+
+
 def _secret(env: Mapping[str, str]) -> str | None:
     raw = (env.get("RGUIDE_SECRET_KEY") or "").strip()
     if raw and len(raw) < 32:
@@ -125,12 +147,16 @@ class Settings:
     queue: str = "rguide.generation"
     # Limits checked at the edge, before anything is stored.
     max_images_per_request: int = 16
+    analysis_max_images: int = 5000  # held-out images an analysis job reads, or images it generates
     max_scale: float = 100.0
     max_steps: int = 1000
     max_body_bytes: int = 1 << 20    # request bodies above this are refused (413) before they are read whole
     # Access.
     trusted_proxies: tuple[str, ...] = ()  # addresses whose X-Forwarded-For is believed; none by default
     generation_requires_key: bool = False
+    # Origins that may frame an MTurk study's pages (CSP frame-ancestors) and receive its HITs
+    # (turkSubmitTo); empty: MTurk studies cannot be framed.
+    mturk_hosts: tuple[str, ...] = DEFAULT_MTURK_HOSTS
     rate_limit: int = 60            # requests per window per API key (or client address); 0 = off
     rate_window_seconds: float = 60.0
     # Worker and reaper.
@@ -163,11 +189,13 @@ class Settings:
             data_dir=data_dir, database_url=database_url, redis_url=redis_url, broker_url=broker_url,
             media_dir=media_dir, queue=env.get("RGUIDE_QUEUE") or "rguide.generation",
             max_images_per_request=_int(env, "RGUIDE_MAX_IMAGES", 16, minimum=1),
+            analysis_max_images=_int(env, "RGUIDE_ANALYSIS_MAX_IMAGES", 5000, minimum=1),
             max_scale=_float(env, "RGUIDE_MAX_SCALE", 100.0),
             max_steps=_int(env, "RGUIDE_MAX_STEPS", 1000, minimum=1),
             max_body_bytes=_int(env, "RGUIDE_MAX_BODY_BYTES", 1 << 20, minimum=1024),
             generation_requires_key=_bool(env, "RGUIDE_REQUIRE_KEY_FOR_GENERATION", False),
             trusted_proxies=_addresses(env, "RGUIDE_TRUSTED_PROXIES"),
+            mturk_hosts=_origins(env, "RGUIDE_MTURK_HOSTS", DEFAULT_MTURK_HOSTS),
             rate_limit=rate_n, rate_window_seconds=rate_window,
             lease_seconds=lease,
             heartbeat_seconds=_float(env, "RGUIDE_HEARTBEAT_SECONDS", min(5.0, lease / 3), minimum=0.05),
@@ -217,10 +245,12 @@ class Settings:
             "RGUIDE_DATA_DIR": str(self.data_dir), "DATABASE_URL": self.database_url,
             "RGUIDE_BROKER_URL": self.broker_url, "RGUIDE_MEDIA_DIR": str(self.media_dir),
             "RGUIDE_QUEUE": self.queue, "RGUIDE_MAX_IMAGES": str(self.max_images_per_request),
+            "RGUIDE_ANALYSIS_MAX_IMAGES": str(self.analysis_max_images),
             "RGUIDE_MAX_SCALE": repr(self.max_scale), "RGUIDE_MAX_STEPS": str(self.max_steps),
             "RGUIDE_MAX_BODY_BYTES": str(self.max_body_bytes),
             "RGUIDE_REQUIRE_KEY_FOR_GENERATION": "1" if self.generation_requires_key else "0",
             "RGUIDE_TRUSTED_PROXIES": ",".join(self.trusted_proxies),
+            "RGUIDE_MTURK_HOSTS": ",".join(self.mturk_hosts),
             "RGUIDE_RATE_LIMIT": f"{self.rate_limit}/{self.rate_window_seconds!r}s" if self.rate_limit else "0",
             "RGUIDE_LEASE_SECONDS": repr(self.lease_seconds),
             "RGUIDE_HEARTBEAT_SECONDS": repr(self.heartbeat_seconds),

@@ -29,7 +29,7 @@ from model_core.presets import get_preset
 from model_core.files import sha256_text
 from worker.db import utcnow
 from worker.ids import is_row_id, new_id
-from worker.models import TERMINAL_STATUSES, Image, Job
+from worker.models import TERMINAL_STATUSES, Image, Job, Preview
 
 log = logging.getLogger("rguide.jobs")
 
@@ -57,6 +57,7 @@ class JobSpec:
     steps: str
     sampler: str
     num_steps: int
+    previews: int = 0  # predicted-x_0 pictures to keep per image along its trajectory
 
     @property
     def methods(self) -> list[str]:
@@ -77,6 +78,7 @@ class JobSpec:
         return hashlib.sha256(json.dumps({
             "preset": self.preset, "guidance": self.guidance, "labels": list(self.labels),
             "seeds": list(self.seeds), "scales": self.scales, "steps": self.steps, "sampler": self.sampler,
+            **({"previews": self.previews} if self.previews else {}),
         }, sort_keys=True).encode()).hexdigest()
 
 
@@ -87,6 +89,10 @@ def new_job_id() -> str:
 def image_id(job_id: str, position: int, method: str) -> str:
     """Deterministic, so that a task that runs twice writes the same rows."""
     return hashlib.sha256(f"{job_id}/{position}/{method}".encode()).hexdigest()[:32]
+
+
+def preview_id(job_id: str, position: int, method: str, frame: int) -> str:
+    return hashlib.sha256(f"{job_id}/{position}/{method}/preview/{frame}".encode()).hexdigest()[:32]
 
 
 # -- creating -------------------------------------------------------------------
@@ -118,7 +124,7 @@ def create_job(session: Session, spec: JobSpec, *, owner_key_id: str | None = No
               labels=list(spec.labels), seeds=list(spec.seeds), scales=dict(spec.scales), steps=spec.steps,
               sampler=spec.sampler, num_steps=spec.num_steps, num_images=spec.num_images,
               batch_key=spec.batch_key, progress_step=0, progress_total=spec.num_steps, cancel_requested=False,
-              attempts=0, owner_key_id=owner_key_id,
+              attempts=0, owner_key_id=owner_key_id, **({"previews": spec.previews} if spec.previews else {}),
               idempotency_scope=scope if idempotency_key is not None else None,
               idempotency_key=idempotency_key, request_hash=request_hash)
     session.add(job)
@@ -138,9 +144,9 @@ def create_job(session: Session, spec: JobSpec, *, owner_key_id: str | None = No
     return job, True
 
 
-def mark_enqueued(session: Session, job_ids: list[str], when: datetime | None = None) -> None:
+def mark_enqueued(session: Session, job_ids: list[str], when: datetime | None = None, model: type = Job) -> None:
     if job_ids:
-        session.execute(update(Job).where(Job.id.in_(job_ids)).values(enqueued_at=when or utcnow()))
+        session.execute(update(model).where(model.id.in_(job_ids)).values(enqueued_at=when or utcnow()))
         session.commit()
 
 
@@ -151,7 +157,7 @@ def get_job(session: Session, job_id: str, with_images: bool = True) -> Job | No
         return None
     stmt = select(Job).where(Job.id == job_id)
     if with_images:
-        stmt = stmt.options(selectinload(Job.images))
+        stmt = stmt.options(selectinload(Job.images), selectinload(Job.preview_images))
     return session.scalar(stmt)
 
 
@@ -174,9 +180,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def list_jobs(session: Session, *, limit: int, cursor: str | None = None, status: str | None = None,
-              owner_key_id: str | None = None, only_owner: bool = False) -> tuple[list[Job], str | None]:
-    """Newest first; keyset pagination on (created_at, id) so pages never skip or repeat rows."""
-    stmt = select(Job).options(selectinload(Job.images)).order_by(Job.created_at.desc(), Job.id.desc())
+              owner_key_id: str | None = None, only_owner: bool = False,
+              all_study_jobs: bool = False) -> tuple[list[Job], str | None]:
+    """Newest first; keyset pagination on (created_at, id) so pages never skip or repeat rows.
+
+    A survey study's jobs are left out unless they belong to ``owner_key_id`` (or
+    ``all_study_jobs``): their images must reach raters only through the survey.
+    """
+    stmt = select(Job).options(selectinload(Job.images), selectinload(Job.preview_images)).order_by(
+        Job.created_at.desc(), Job.id.desc())
     if cursor:
         when, last_id = decode_cursor(cursor)
         stmt = stmt.where(or_(Job.created_at < when, and_(Job.created_at == when, Job.id < last_id)))
@@ -184,6 +196,9 @@ def list_jobs(session: Session, *, limit: int, cursor: str | None = None, status
         stmt = stmt.where(Job.status == status)
     if only_owner:
         stmt = stmt.where(Job.owner_key_id == owner_key_id)
+    if not all_study_jobs:
+        public = Job.study_id.is_(None)
+        stmt = stmt.where(public if owner_key_id is None else or_(public, Job.owner_key_id == owner_key_id))
     rows = list(session.scalars(stmt.limit(limit + 1)))
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor
@@ -191,19 +206,20 @@ def list_jobs(session: Session, *, limit: int, cursor: str | None = None, status
 
 # -- cancelling -----------------------------------------------------------------
 
-def request_cancel(session: Session, job_id: str) -> Job:
+def request_cancel(session: Session, job_id: str, model: type = Job):
     """Cancel a queued job at once; ask a running job's worker to stop at its next step.
 
     Raises ``JobStateError`` for a job that already succeeded or failed;
     cancelling a canceled job is a no-op. Commits.
     """
     now = utcnow()
-    res = session.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(
+    res = session.execute(update(model).where(model.id == job_id, model.status == "queued").values(
         status="canceled", cancel_requested=True, finished_at=now, lease_owner=None, lease_expires_at=None))
     if res.rowcount == 0:
-        session.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True))
+        session.execute(update(model).where(model.id == job_id, model.status == "running")
+                        .values(cancel_requested=True))
     session.commit()
-    job = get_job(session, job_id)
+    job = get_job(session, job_id) if model is Job else session.get(model, job_id)
     if job is None:
         raise LookupError(job_id)
     session.refresh(job)
@@ -214,27 +230,28 @@ def request_cancel(session: Session, job_id: str) -> Job:
 
 # -- working (called by workers) ---------------------------------------------------
 
-def claim(session: Session, job_id: str, owner: str, lease_seconds: float, max_attempts: int) -> Job | None:
+def claim(session: Session, job_id: str, owner: str, lease_seconds: float, max_attempts: int,
+          model: type = Job):
     """Take a queued job (or a running one whose worker's lease expired). Commits.
 
     Returns None when the job is not ours to run: finished, canceled, or held
     by a live worker. That is what makes a duplicate delivery harmless.
     """
     now = utcnow()
-    takeable = or_(Job.status == "queued", and_(Job.status == "running", Job.lease_expires_at < now))
-    res = session.execute(update(Job).where(Job.id == job_id, takeable, Job.cancel_requested.is_(False),
-                                            Job.attempts < max_attempts).values(
+    takeable = or_(model.status == "queued", and_(model.status == "running", model.lease_expires_at < now))
+    res = session.execute(update(model).where(model.id == job_id, takeable, model.cancel_requested.is_(False),
+                                            model.attempts < max_attempts).values(
         status="running", lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds),
-        attempts=Job.attempts + 1, started_at=func.coalesce(Job.started_at, now), progress_step=0, error=None))
+        attempts=model.attempts + 1, started_at=func.coalesce(model.started_at, now), progress_step=0, error=None))
     session.commit()
     if res.rowcount != 1:
         # A job that keeps killing its workers ends here instead of looping.
-        res = session.execute(update(Job).where(Job.id == job_id, takeable, Job.attempts >= max_attempts).values(
+        res = session.execute(update(model).where(model.id == job_id, takeable, model.attempts >= max_attempts).values(
             status="failed", finished_at=now, lease_owner=None, lease_expires_at=None,
             error=f"gave up after {max_attempts} attempts: the worker running it was lost each time"))
         session.commit()
         return None
-    return get_job(session, job_id, with_images=False)
+    return get_job(session, job_id, with_images=False) if model is Job else session.get(model, job_id)
 
 
 def claim_companions(session: Session, leader: Job, owner: str, lease_seconds: float,
@@ -273,32 +290,36 @@ def claim_companions(session: Session, leader: Job, owner: str, lease_seconds: f
     return [jobs[i] for i in chosen]
 
 
-def renew_lease(session: Session, job_ids: list[str], owner: str, lease_seconds: float) -> int:
-    res = session.execute(update(Job).where(Job.id.in_(job_ids), Job.lease_owner == owner,
-                                            Job.status == "running").values(
+def renew_lease(session: Session, job_ids: list[str], owner: str, lease_seconds: float,
+                model: type = Job) -> int:
+    res = session.execute(update(model).where(model.id.in_(job_ids), model.lease_owner == owner,
+                                            model.status == "running").values(
         lease_expires_at=utcnow() + timedelta(seconds=lease_seconds)))
     session.commit()
     return res.rowcount
 
 
-def record_progress(session: Session, job_ids: list[str], owner: str, step: int, total: int) -> set[str]:
+def record_progress(session: Session, job_ids: list[str], owner: str, step: int, total: int,
+                    model: type = Job) -> set[str]:
     """Write step/total for our running jobs; return the ids whose cancel was requested. Commits."""
-    session.execute(update(Job).where(Job.id.in_(job_ids), Job.lease_owner == owner, Job.status == "running")
+    session.execute(update(model).where(model.id.in_(job_ids), model.lease_owner == owner, model.status == "running")
                     .values(progress_step=step, progress_total=total))
     session.commit()
-    return set(session.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.cancel_requested.is_(True))))
+    return set(session.scalars(select(model.id).where(model.id.in_(job_ids), model.cancel_requested.is_(True))))
 
 
-def finish_canceled(session: Session, job_ids: list[str], owner: str) -> None:
+def finish_canceled(session: Session, job_ids: list[str], owner: str, model: type = Job) -> None:
     if job_ids:
-        session.execute(update(Job).where(Job.id.in_(job_ids), Job.status == "running", Job.lease_owner == owner)
+        session.execute(update(model).where(model.id.in_(job_ids), model.status == "running",
+                                            model.lease_owner == owner)
                         .values(status="canceled", finished_at=utcnow(), lease_owner=None, lease_expires_at=None))
         session.commit()
 
 
-def finish_failed(session: Session, job_ids: list[str], owner: str, error: str) -> None:
+def finish_failed(session: Session, job_ids: list[str], owner: str, error: str, model: type = Job) -> None:
     if job_ids:
-        session.execute(update(Job).where(Job.id.in_(job_ids), Job.status == "running", Job.lease_owner == owner)
+        session.execute(update(model).where(model.id.in_(job_ids), model.status == "running",
+                                            model.lease_owner == owner)
                         .values(status="failed", error=error[:4000], finished_at=utcnow(), lease_owner=None,
                                 lease_expires_at=None))
         session.commit()
@@ -319,8 +340,21 @@ def store_images(session: Session, rows: list[dict]) -> None:
         index_elements=["job_id", "position", "method"]))
 
 
-def complete(session: Session, job_id: str, image_rows: list[dict]) -> bool:
-    """Store a job's images and mark it succeeded, in one transaction.
+def store_previews(session: Session, rows: list[dict]) -> None:
+    """Insert preview rows; rows a previous run of the task wrote are left alone."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    session.execute(insert(Preview).values(rows).on_conflict_do_nothing(
+        index_elements=["job_id", "position", "method", "frame"]))
+
+
+def complete(session: Session, job_id: str, image_rows: list[dict], preview_rows: list[dict] | None = None) -> bool:
+    """Store a job's images (and previews) and mark it succeeded, in one transaction.
 
     Not guarded by the lease owner: if a slow worker whose lease was taken
     over finishes first, its images are as good as the new run's, and the
@@ -329,6 +363,7 @@ def complete(session: Session, job_id: str, image_rows: list[dict]) -> bool:
     stored and False is returned.
     """
     store_images(session, image_rows)
+    store_previews(session, preview_rows or [])
     res = session.execute(update(Job).where(Job.id == job_id, Job.status.in_(("running", "queued")),
                                             Job.cancel_requested.is_(False)).values(
         status="succeeded", finished_at=utcnow(), lease_owner=None, lease_expires_at=None,
@@ -359,7 +394,8 @@ LOST_MESSAGE_GRACE_SECONDS = 5.0  # a message just sent may be on its way to a w
 
 def reap(session: Session, *, max_attempts: int, requeue_after_seconds: float,
          now: datetime | None = None, messages_waiting: int | None = None,
-         lost_grace_seconds: float = LOST_MESSAGE_GRACE_SECONDS) -> ReapResult:
+         lost_grace_seconds: float = LOST_MESSAGE_GRACE_SECONDS, model: type = Job,
+         queued_elsewhere: int = 0) -> ReapResult:
     """Find jobs the database says are waiting or running but nobody holds. Commits.
 
     * running, lease expired: the worker died (or hung) -> back to queued, to
@@ -376,14 +412,17 @@ def reap(session: Session, *, max_attempts: int, requeue_after_seconds: float,
     were lost, and queued jobs sent more than ``lost_grace_seconds`` ago are
     sent again at once rather than after ``requeue_after_seconds``.
 
-    The caller sends the ids in ``to_enqueue`` to the broker.
+    ``model`` is the job table (generation jobs, or ``worker.analysis_models.AnalysisJob``);
+    ``queued_elsewhere`` counts the queued jobs of the other tables, whose
+    messages share the broker's queue. The caller sends the ids in
+    ``to_enqueue`` to the broker, as that table's task.
     """
     now = now or utcnow()
     result = ReapResult([], [], [], [])
-    expired = list(session.scalars(select(Job.id).where(Job.status == "running", Job.lease_expires_at < now)))
+    expired = list(session.scalars(select(model.id).where(model.status == "running", model.lease_expires_at < now)))
     for job_id in expired:
-        lost = and_(Job.id == job_id, Job.status == "running", Job.lease_expires_at < now)
-        job = session.get(Job, job_id)
+        lost = and_(model.id == job_id, model.status == "running", model.lease_expires_at < now)
+        job = session.get(model, job_id)
         if job is None:
             continue
         if job.cancel_requested:
@@ -394,22 +433,24 @@ def reap(session: Session, *, max_attempts: int, requeue_after_seconds: float,
             bucket = result.failed
         else:
             values, bucket = dict(status="queued", enqueued_at=now, progress_step=0), result.requeued
-        res = session.execute(update(Job).where(lost).values(lease_owner=None, lease_expires_at=None, **values))
+        res = session.execute(update(model).where(lost).values(lease_owner=None, lease_expires_at=None, **values))
         if res.rowcount == 1:
             bucket.append(job_id)
     stale_before = now - timedelta(seconds=requeue_after_seconds)
     if messages_waiting is not None:
-        queued = session.scalar(select(func.count()).select_from(Job).where(Job.status == "queued")) or 0
+        # The broker's queue carries every job table's messages.
+        queued = (session.scalar(select(func.count()).select_from(model).where(model.status == "queued")) or 0) \
+            + queued_elsewhere
         if messages_waiting < queued:
             stale_before = now - timedelta(seconds=min(lost_grace_seconds, requeue_after_seconds))
-    waiting = list(session.scalars(select(Job.id).where(
-        Job.status == "queued", or_(Job.enqueued_at.is_(None), Job.enqueued_at < stale_before))))
+    waiting = list(session.scalars(select(model.id).where(
+        model.status == "queued", or_(model.enqueued_at.is_(None), model.enqueued_at < stale_before))))
     if waiting and messages_waiting is not None and messages_waiting >= queued:
         waiting = []
     for job_id in waiting:
-        res = session.execute(update(Job).where(
-            Job.id == job_id, Job.status == "queued",
-            or_(Job.enqueued_at.is_(None), Job.enqueued_at < stale_before)).values(enqueued_at=now))
+        res = session.execute(update(model).where(
+            model.id == job_id, model.status == "queued",
+            or_(model.enqueued_at.is_(None), model.enqueued_at < stale_before)).values(enqueued_at=now))
         if res.rowcount == 1:
             result.resent.append(job_id)
     session.commit()

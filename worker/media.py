@@ -12,14 +12,17 @@ from pathlib import Path
 from model_core.files import atomic_write_bytes, sha256_bytes
 
 
-def relative_path(sha256: str) -> str:
-    return f"{sha256[:2]}/{sha256}.png"
+def relative_path(sha256: str, suffix: str = ".png") -> str:
+    return f"{sha256[:2]}/{sha256}{suffix}"
 
 
-def store_png(media_dir: Path, data: bytes) -> tuple[str, str]:
-    """Write ``data`` (if not already there) and return (sha256, path relative to media_dir)."""
+def store_png(media_dir: Path, data: bytes, suffix: str = ".png") -> tuple[str, str]:
+    """Write ``data`` (if not already there) and return (sha256, path relative to media_dir).
+
+    ``suffix`` names other content the same way (an analysis's markdown table: ``.md``).
+    """
     digest = sha256_bytes(data)
-    rel = relative_path(digest)
+    rel = relative_path(digest, suffix)
     path = Path(media_dir) / rel
     if path.is_file() and path.stat().st_size == len(data):
         return digest, rel

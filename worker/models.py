@@ -38,6 +38,9 @@ class Job(Base):
     sampler: Mapped[str] = mapped_column(String(32), nullable=False)
     num_steps: Mapped[int] = mapped_column(Integer, nullable=False)
     num_images: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Intermediate predicted-x_0 pictures to keep per image ("previews": N; 0 keeps none). The database's
+    # default, not the ORM's: a job without previews is inserted without the column.
+    previews: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     # Jobs with equal batch keys can share one sampling batch (see worker.runner).
     batch_key: Mapped[str] = mapped_column(String(64), nullable=False)
 
@@ -52,6 +55,10 @@ class Job(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     owner_key_id: Mapped[str | None] = mapped_column(String(32))  # the API key that created it, if any
+    # The survey study whose images this job makes, if any. Such jobs and their images are
+    # never listed or served to the public (the raters must stay blind): see app.api.visibility.
+    # No foreign key: a study and its jobs are written in one transaction, jobs first.
+    study_id: Mapped[str | None] = mapped_column(String(32))
     idempotency_scope: Mapped[str | None] = mapped_column(String(40))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
@@ -63,6 +70,8 @@ class Job(Base):
 
     images: Mapped[list["Image"]] = relationship(
         back_populates="job", order_by="(Image.position, Image.method)", cascade="all, delete-orphan")
+    preview_images: Mapped[list["Preview"]] = relationship(
+        order_by="(Preview.position, Preview.method, Preview.frame)", cascade="all, delete-orphan")
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_status_list})", name="status"),
@@ -70,10 +79,16 @@ class Job(Base):
         CheckConstraint("num_images >= 1", name="num_images"),
         CheckConstraint("num_steps >= 1", name="num_steps"),
         CheckConstraint("attempts >= 0", name="attempts"),
+        CheckConstraint("previews >= 0", name="previews"),
         UniqueConstraint("idempotency_scope", "idempotency_key"),
         Index("ix_generation_jobs_status_batch", "status", "batch_key", "created_at"),
         Index("ix_generation_jobs_created", "created_at", "id"),
+        Index("ix_generation_jobs_study", "study_id"),
     )
+
+    # Server defaults (``previews``) are read when first used, not RETURNed by the INSERT: rows written before
+    # the column existed (an older schema, in the migration tests) insert the same way.
+    __mapper_args__ = {"eager_defaults": False}
 
     @property
     def methods(self) -> list[str]:
@@ -109,6 +124,36 @@ class Image(Base):
         UniqueConstraint("job_id", "position", "method"),
         CheckConstraint("position >= 0", name="position"),
         CheckConstraint("width > 0 AND height > 0 AND channels > 0", name="shape"),
+        CheckConstraint("length(sha256) = 64", name="sha256"),
+    )
+
+
+class Preview(Base):
+    """One intermediate picture of an image's trajectory: the predicted x_0 at one sampling step.
+
+    ``model_core.analysis.trajectory.frame_steps`` picks the steps (uniformly
+    spaced; the last frame is the image itself).
+    """
+
+    __tablename__ = "generation_previews"
+
+    # Derived from (job, position, method, frame), as image ids are: a rerun writes the same rows.
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("generation_jobs.id", ondelete="CASCADE"), nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    method: Mapped[str] = mapped_column(String(64), nullable=False)
+    frame: Mapped[int] = mapped_column(Integer, nullable=False)      # 0 .. previews - 1
+    step: Mapped[int] = mapped_column(Integer, nullable=False)       # sampling steps done, 1 .. num_steps
+    timestep: Mapped[int] = mapped_column(Integer, nullable=False)   # the training timestep t of that step
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    path: Mapped[str] = mapped_column(String(255), nullable=False)
+    width: Mapped[int] = mapped_column(Integer, nullable=False)
+    height: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "position", "method", "frame"),
+        CheckConstraint("frame >= 0 AND step >= 1", name="frame"),
         CheckConstraint("length(sha256) = 64", name="sha256"),
     )
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from worker import jobs
-from worker.celery_app import Enqueuer
+from worker.analysis_models import AnalysisJob
+from worker.celery_app import ANALYSIS_TASK_NAME, TASK_NAME, Enqueuer
 from worker.config import Settings
 from worker.db import session_factory
 from worker.models import Job
@@ -21,23 +22,37 @@ from worker.models import Job
 log = logging.getLogger("rguide.reaper")
 
 
+# Every job table and the task that runs its jobs; their messages share one broker queue.
+TABLES = ((Job, TASK_NAME), (AnalysisJob, ANALYSIS_TASK_NAME))
+
+
 def reap_once(settings: Settings, enqueuer: Enqueuer) -> jobs.ReapResult:
+    """One round over every job table; returns the generation jobs' result with the analyses' ids appended."""
     Session = session_factory(settings.database_url)
+    waiting = enqueuer.pending()
     with Session() as session:
-        result = jobs.reap(session, max_attempts=settings.max_attempts,
-                           requeue_after_seconds=settings.requeue_after_seconds,
-                           messages_waiting=enqueuer.pending())
-    wanted = result.to_enqueue
-    if wanted:
-        sent = set(enqueuer.send(wanted))
-        unsent = [j for j in wanted if j not in sent]
-        if unsent:
-            # Broker still down: forget the send time so the next round retries at once.
-            with Session() as session:
-                session.execute(update(Job).where(Job.id.in_(unsent), Job.status == "queued")
-                                .values(enqueued_at=None))
-                session.commit()
-    return result
+        queued = {model: session.scalar(select(func.count()).select_from(model).where(model.status == "queued")) or 0
+                  for model, _ in TABLES}
+    total = jobs.ReapResult([], [], [], [])
+    for model, task in TABLES:
+        with Session() as session:
+            result = jobs.reap(session, max_attempts=settings.max_attempts,
+                               requeue_after_seconds=settings.requeue_after_seconds,
+                               messages_waiting=waiting, model=model,
+                               queued_elsewhere=sum(n for m, n in queued.items() if m is not model))
+        wanted = result.to_enqueue
+        if wanted:
+            sent = set(enqueuer.send(wanted, task))
+            unsent = [j for j in wanted if j not in sent]
+            if unsent:
+                # Broker still down: forget the send time so the next round retries at once.
+                with Session() as session:
+                    session.execute(update(model).where(model.id.in_(unsent), model.status == "queued")
+                                    .values(enqueued_at=None))
+                    session.commit()
+        for name in ("requeued", "resent", "failed", "canceled"):
+            getattr(total, name).extend(getattr(result, name))
+    return total
 
 
 class ReaperThread(threading.Thread):

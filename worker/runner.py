@@ -39,16 +39,17 @@ class _LeaseKeeper(threading.Thread):
     PNGs calls no callback, and must not look like a dead worker.
     """
 
-    def __init__(self, Session, job_ids: list[str], owner: str, settings: Settings):
+    def __init__(self, Session, job_ids: list[str], owner: str, settings: Settings, model: type = Job):
         super().__init__(name="rguide-lease", daemon=True)
         self.Session, self.job_ids, self.owner, self.settings = Session, job_ids, owner, settings
+        self.model = model
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.wait(self.settings.heartbeat_seconds):
             try:
                 with self.Session() as s:
-                    jobs.renew_lease(s, self.job_ids, self.owner, self.settings.lease_seconds)
+                    jobs.renew_lease(s, self.job_ids, self.owner, self.settings.lease_seconds, self.model)
             except Exception:
                 log.exception("could not renew the lease of %s", ", ".join(self.job_ids))
 
@@ -91,6 +92,7 @@ def run_job(settings: Settings, job_id: str) -> str:
 
 def _run_batch(settings: Settings, Session, batch: list[Job], owner: str) -> str:
     # Imported here: the API imports this package's store modules and must not pull in torch.
+    from model_core.analysis.trajectory import frame_steps, sample_with_frames
     from model_core.images import encode_png, to_uint8
     from model_core.pipeline import get_pipeline
     from model_core.presets import PAIR, get_preset
@@ -140,14 +142,28 @@ def _run_batch(settings: Settings, Session, batch: list[Job], owner: str) -> str
         if canceled.issuperset(ids):
             raise SamplingCancelled(f"canceled at step {step}/{total}")
 
+    # Previews ("previews": N): the predicted x_0 at N uniformly spaced steps of each image's own trajectory,
+    # recorded in the same run (model_core.analysis.trajectory), so they cost no extra sampling.
+    preview_steps = {j.id: frame_steps(j.num_steps, j.previews) for j in batch if j.previews}
     try:
-        x0 = pipe.sample_trajectories(trajectories, leader.steps, leader.sampler, callback=on_step)
+        if preview_steps:
+            wanted = sorted(set().union(*preview_steps.values()))
+            x0, frames = sample_with_frames(pipe, trajectories, leader.steps, leader.sampler, wanted, on_step)
+        else:
+            x0, frames = pipe.sample_trajectories(trajectories, leader.steps, leader.sampler, callback=on_step), {}
     except SamplingCancelled:
         return "canceled"
+    timestep_of = {}
+    if preview_steps:
+        diffusion = pipe.diffusion(leader.steps)
+        S = diffusion.num_timesteps
+        timestep_of = {s: int(diffusion.timestep_map[S - 1 - s]) for s in frames}
 
     arrays = to_uint8(x0)
+    frame_arrays = {step: to_uint8(f) for step, f in frames.items()}
     rows: dict[str, list[dict]] = {j.id: [] for j in batch if j.id not in canceled}
-    for (job, position, method, scale), array in zip(slots, arrays):
+    previews: dict[str, list[dict]] = {j.id: [] for j in batch if j.id not in canceled}
+    for r, ((job, position, method, scale), array) in enumerate(zip(slots, arrays)):
         if job.id not in rows:
             continue
         label = int(job.labels[position])
@@ -164,10 +180,21 @@ def _run_batch(settings: Settings, Session, batch: list[Job], owner: str) -> str
             label=label, class_name=preset.class_names[label], seed=seed, scale=scale, steps=job.steps,
             sampler=job.sampler, sha256=digest, path=rel, width=width, height=height, channels=channels,
             size_bytes=len(data), created_at=jobs.utcnow()))
+        for frame, step in enumerate(preview_steps.get(job.id, [])):
+            pic = frame_arrays[step][r]
+            data = encode_png(pic, {**recipe, "preview": {"frame": frame, "step": step + 1,
+                                                          "timestep": timestep_of[step],
+                                                          "of": "predicted x_0; the last frame is the image"},
+                                    "provenance": provenance})
+            digest, rel = store_png(settings.media_dir, data)
+            previews[job.id].append(dict(
+                id=jobs.preview_id(job.id, position, method, frame), job_id=job.id, position=position,
+                method=method, frame=frame, step=step + 1, timestep=timestep_of[step], sha256=digest, path=rel,
+                width=int(pic.shape[1]), height=int(pic.shape[0]), created_at=jobs.utcnow()))
     outcomes = []
     for job_id, job_rows in rows.items():
         with Session() as s:
-            done = jobs.complete(s, job_id, job_rows)
+            done = jobs.complete(s, job_id, job_rows, previews[job_id])
         outcomes.append("succeeded" if done else "superseded")
         if not done:
             with Session() as s:

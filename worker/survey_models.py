@@ -15,8 +15,8 @@ The constraints are the survey's guarantees, not just hygiene:
 * ``UNIQUE(study_id, external_id)`` on raters: a crowd-platform participant is
   one rater per study however often they come back.
 
-Migration ``0002_survey`` creates these tables; this module is what the code
-uses. Torch-free: the API imports it.
+Migrations ``0002_survey``, ``0004_study_access`` and ``0005_study_conduct``
+create these tables; this module is what the code uses. Torch-free: the API imports it.
 """
 from __future__ import annotations
 
@@ -35,16 +35,25 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from worker.db import Base, UTCDateTime, utcnow
 
 STUDY_STATUSES = ("generating", "open", "closed", "failed")
+# Where raters come from: decides the ids read from the link, the exit links and the framing policy.
+PLATFORMS = ("none", "prolific", "mturk")
+RATER_SOURCES = ("prolific", "mturk", "anonymous")
+# Attention checks: "instructed" pairs say which side to pick; "identical" pairs show one image twice.
+CHECK_KINDS = ("instructed", "identical")
 SIDES = ("left", "right")
 ANSWERS = ("left", "right", "same")
 SAME = "same"
 _statuses = ", ".join(f"'{s}'" for s in STUDY_STATUSES)
+_platforms = ", ".join(f"'{s}'" for s in PLATFORMS)
+_sources = ", ".join(f"'{s}'" for s in RATER_SOURCES)
+_check_kinds = ", ".join(f"'{s}'" for s in CHECK_KINDS)
 
 
 class Study(Base):
@@ -77,6 +86,25 @@ class Study(Base):
     min_answer_ms: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     completion_code: Mapped[str] = mapped_column(String(64), nullable=False)
     completion_url: Mapped[str | None] = mapped_column(String(500))
+    # How raters arrive and leave (app.survey.exits): the platform, a code and/or URL for every
+    # other way out (outcome -> {"code": ..., "url": ...}), and whether finishing redirects at once.
+    platform: Mapped[str] = mapped_column(String(16), nullable=False, default="none", server_default="none")
+    exit_codes: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    completion_redirect: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
+                                                      server_default=false())
+    # Rater quality (app.survey.quality): an unanswered pair goes back to the pool after this long;
+    # the kind of attention check; the thresholds of the per-rater flags and which flags exclude.
+    assignment_timeout_seconds: Mapped[int] = mapped_column(Integer, nullable=False, default=3600,
+                                                            server_default="3600")
+    check_kind: Mapped[str] = mapped_column(String(16), nullable=False, default="instructed",
+                                            server_default="identical")
+    flag_same_share: Mapped[float] = mapped_column(Float, nullable=False, default=0.8, server_default="0.8")
+    flag_fast_share: Mapped[float] = mapped_column(Float, nullable=False, default=0.25, server_default="0.25")
+    flag_min_answers: Mapped[int] = mapped_column(Integer, nullable=False, default=6, server_default="6")
+    exclude_flags: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    # What the researcher changed after the manifest was frozen (caps raised, reopened, data
+    # deleted on request): [{"at": ..., "action": ..., ...}]. The report lists them.
+    amendments: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
     # Signs this study's rater cookies and CSRF tokens; never leaves the server.
     secret: Mapped[str] = mapped_column(String(64), nullable=False)
 
@@ -102,6 +130,9 @@ class Study(Base):
         CheckConstraint("max_attention_failures >= 0", name="max_attention_failures"),
         CheckConstraint("min_answer_ms >= 0", name="min_answer_ms"),
         CheckConstraint("method_a <> method_b", name="methods_differ"),
+        CheckConstraint(f"platform IN ({_platforms})", name="platform"),
+        CheckConstraint(f"check_kind IN ({_check_kinds})", name="check_kind"),
+        CheckConstraint("assignment_timeout_seconds >= 1", name="assignment_timeout"),
         Index("ix_survey_studies_created", "created_at", "id"),
     )
 
@@ -126,17 +157,25 @@ class SurveyPair(Base):
     job_a_id: Mapped[str] = mapped_column(String(32), nullable=False)
     job_b_id: Mapped[str] = mapped_column(String(32), nullable=False)
     job_position: Mapped[int] = mapped_column(Integer, nullable=False)
-    # For an attention check: the method whose image is shown on both sides.
+    # For an attention check: its kind, the answer that passes it (left, right or same) and,
+    # for an "identical" check, the method whose image is shown on both sides.
+    check_kind: Mapped[str | None] = mapped_column(String(16))
+    check_answer: Mapped[str | None] = mapped_column(String(5))
     check_method: Mapped[str | None] = mapped_column(String(64))
     # Filled when the study opens.
     image_a_id: Mapped[str | None] = mapped_column(ForeignKey("generation_images.id"))
     image_b_id: Mapped[str | None] = mapped_column(ForeignKey("generation_images.id"))
     image_a_sha256: Mapped[str | None] = mapped_column(String(64))
     image_b_sha256: Mapped[str | None] = mapped_column(String(64))
-    # Assignments handed out so far: the per-pair cap, the "least answered first"
-    # order and the left/right alternation all read this one counter, which is
-    # only ever changed by a guarded UPDATE ... RETURNING (see app.survey.assign).
+    # Assignments ever handed out (k of the alternation), and the live ones per side of
+    # method A: an assignment released (abandoned past the time-out, or its rater excluded)
+    # no longer counts. The per-pair cap and "least assigned first" read n_a_left + n_a_right;
+    # a new assignment takes the side with fewer live ones (ties: the alternation by k). Only
+    # a guarded UPDATE ... RETURNING changes them (see app.survey.assign).
     n_assigned: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    n_a_left: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    n_a_right: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    last_a_side: Mapped[str | None] = mapped_column(String(5))  # the side the last UPDATE gave out
     # Whether method A goes left for the pair's even-numbered assignments; drawn per pair
     # so that the first rater of every pair does not see A on the same side.
     a_left_first: Mapped[bool] = mapped_column(Boolean, nullable=False)
@@ -146,6 +185,7 @@ class SurveyPair(Base):
     __table_args__ = (
         UniqueConstraint("study_id", "ordinal"),
         CheckConstraint("n_assigned >= 0", name="n_assigned"),
+        CheckConstraint("n_a_left >= 0 AND n_a_right >= 0", name="live_sides"),
         CheckConstraint("ordinal >= 0", name="ordinal"),
     )
 
@@ -155,11 +195,14 @@ class Rater(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     study_id: Mapped[str] = mapped_column(ForeignKey("survey_studies.id", ondelete="CASCADE"), nullable=False)
-    # "prolific:<PROLIFIC_PID>" or "anon:<browser id>": who this is, as the platform knows them.
+    # "prolific:<PROLIFIC_PID>", "mturk:<workerId>" or "anon:<browser id>": who this is, as the platform knows them.
     external_id: Mapped[str] = mapped_column(String(255), nullable=False)
-    source: Mapped[str] = mapped_column(String(16), nullable=False)  # "prolific" or "anonymous"
+    source: Mapped[str] = mapped_column(String(16), nullable=False)  # RATER_SOURCES
+    # Prolific: STUDY_ID and SESSION_ID; MTurk: hitId and assignmentId.
     platform_study_id: Mapped[str | None] = mapped_column(String(255))
     platform_session_id: Mapped[str | None] = mapped_column(String(255))
+    # MTurk: the turkSubmitTo origin (one of the configured MTurk hosts) the HIT is submitted to.
+    submit_to: Mapped[str | None] = mapped_column(String(255))
     # The random id held (signed) in this rater's cookie.
     browser_id: Mapped[str] = mapped_column(String(64), nullable=False)
     # Ranks pairs for this rater among equally-answered ones: their own random order, reproducible.
@@ -170,11 +213,16 @@ class Rater(Base):
     user_agent: Mapped[str | None] = mapped_column(String(500))
     consented_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # How their session ended (app.survey.exits: completed, failed_checks, no_pairs, closed_midway).
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    # Left out of the statistics (and their slots released): when, and why (app.survey.quality).
+    excluded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    exclusion_reason: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (
         UniqueConstraint("study_id", "external_id"),
         Index("ix_survey_raters_browser", "study_id", "browser_id"),
-        CheckConstraint("source IN ('prolific', 'anonymous')", name="source"),
+        CheckConstraint(f"source IN ({_sources})", name="source"),
         CheckConstraint("planned >= 0", name="planned"),
     )
 
@@ -192,6 +240,8 @@ class Assignment(Base):
     a_side: Mapped[str] = mapped_column(String(5), nullable=False)  # where method A's image is shown
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Its slot given back: unanswered past the study's time-out, or its rater excluded.
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         UniqueConstraint("rater_id", "pair_id"),

@@ -14,7 +14,7 @@ import threading
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from worker.celery_app import TASK_NAME, make_celery
+from worker.celery_app import ANALYSIS_TASK_NAME, TASK_NAME, make_celery
 from worker.config import Settings, WorkerProcess
 
 log = logging.getLogger("rguide.worker")
@@ -29,6 +29,14 @@ def generate(job_id: str) -> str:
     from worker.runner import run_job
 
     return run_job(settings, str(job_id))
+
+
+@app.task(name=ANALYSIS_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def analyze(job_id: str) -> str:
+    """Run analysis job ``job_id`` (gradient maps, class maximisation, ...); the row holds its settings."""
+    from worker.analysis_runner import run_analysis_job
+
+    return run_analysis_job(settings, str(job_id))
 
 
 # -- worker presence and preloading -------------------------------------------------------

@@ -19,6 +19,7 @@ from app.deps import get_db, get_settings
 from app.errors import excerpt, problem_responses
 from app.keys import ApiKey
 from app.schemas import GenerationList, GenerationOut, GenerationRequest, Status
+from app.survey.access import job_visible
 from app.validation import RequestInvalid, validate_generation
 from worker import jobs
 from worker.config import Settings
@@ -27,15 +28,18 @@ from worker.models import Job
 router = APIRouter(prefix="/v1", tags=["generations"])
 
 
-def _visible(job: Job | None, key: ApiKey | None, settings: Settings, job_id: str) -> Job:
-    """404 for unknown jobs, and for other keys' jobs when generation is key-protected."""
-    if job is None or (settings.generation_requires_key and (key is None or job.owner_key_id != key.id)):
+def _visible(session: Session, job: Job | None, key: ApiKey | None, settings: Settings, job_id: str) -> Job:
+    """404 for unknown jobs, for other keys' jobs when generation is key-protected, and for a
+    survey study's jobs unless the key may see the study (``app.survey.access.job_visible``)."""
+    if job is None or not job_visible(session, key, job, requires_key=settings.generation_requires_key):
         raise HTTPException(404, f"no generation with id {excerpt(job_id, 40)!r}")
     return job
 
 
 def _request_hash(body: GenerationRequest) -> str:
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    # Without previews the hash is what it was before the field existed, so retried requests still match.
+    fields = body.model_dump(mode="json", exclude={"previews"} if body.previews is None else None)
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -87,9 +91,12 @@ def list_generations(
     session: Session = Depends(get_db), settings: Settings = Depends(get_settings),
 ) -> dict:
     try:
+        # A survey study's jobs are listed to its owner key (and admins) only: a rater must not
+        # find the originals of the images they are shown.
         rows, next_cursor = jobs.list_jobs(session, limit=limit, cursor=cursor, status=status,
                                            owner_key_id=key.id if key else None,
-                                           only_owner=settings.generation_requires_key)
+                                           only_owner=settings.generation_requires_key,
+                                           all_study_jobs=bool(key and key.is_admin))
     except ValueError as exc:
         raise RequestValidationError([{"type": "value_error", "loc": ("query", "cursor"), "msg": str(exc),
                                        "input": cursor}]) from None
@@ -100,7 +107,7 @@ def list_generations(
             responses=problem_responses(401, 404))
 def get_generation(job_id: str, key: ApiKey | None = Depends(generation_access),
                    session: Session = Depends(get_db), settings: Settings = Depends(get_settings)) -> dict:
-    return serialize.generation(_visible(jobs.get_job(session, job_id), key, settings, job_id))
+    return serialize.generation(_visible(session, jobs.get_job(session, job_id), key, settings, job_id))
 
 
 @router.post("/generations/{job_id}/cancel", response_model=GenerationOut, summary="Cancel a generation job",
@@ -109,7 +116,7 @@ def get_generation(job_id: str, key: ApiKey | None = Depends(generation_access),
              responses=problem_responses(401, 404, 409))
 def cancel_generation(job_id: str, key: ApiKey | None = Depends(generation_access),
                       session: Session = Depends(get_db), settings: Settings = Depends(get_settings)) -> dict:
-    _visible(jobs.get_job(session, job_id, with_images=False), key, settings, job_id)
+    _visible(session, jobs.get_job(session, job_id, with_images=False), key, settings, job_id)
     try:
         job = jobs.request_cancel(session, job_id)
     except jobs.JobStateError as exc:
@@ -157,7 +164,11 @@ async def generation_events(job_id: str, request: Request, key: ApiKey | None = 
         with Session() as s:
             return jobs.get_job(s, job_id)
 
-    _visible(await run_in_threadpool(load), key, settings, job_id)
+    def check() -> None:
+        with Session() as s:
+            _visible(s, jobs.get_job(s, job_id, with_images=False), key, settings, job_id)
+
+    await run_in_threadpool(check)
     poll = request.app.state.sse_poll_seconds
     max_seconds = request.app.state.sse_max_seconds
 

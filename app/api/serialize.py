@@ -25,6 +25,9 @@ def _class_names(preset_name: str, labels: list[int]) -> list[str]:
 
 def generation(job: Job) -> dict:
     by_slot = {(im.position, im.method): im for im in job.images}
+    previews: dict[tuple[int, str], list] = {}
+    for p in job.preview_images:
+        previews.setdefault((p.position, p.method), []).append(p)
     pair = job.guidance == PAIR
     images = []
     for im in sorted(job.images, key=lambda im: (im.position, im.method)):
@@ -37,7 +40,9 @@ def generation(job: Job) -> dict:
         images.append({"id": im.id, "url": image_url(im.id), "index": im.position, "label": im.label,
                        "class_name": im.class_name, "seed": im.seed, "method": im.method, "scale": im.scale,
                        "steps": im.steps, "sampler": im.sampler, "width": im.width, "height": im.height,
-                       "sha256": im.sha256, "pair": link})
+                       "sha256": im.sha256, "pair": link,
+                       "previews": [{"frame": p.frame, "step": p.step, "timestep": p.timestep, "url": image_url(p.id)}
+                                    for p in previews.get((im.position, im.method), [])]})
     pairs = []
     if pair:
         for position in sorted({im.position for im in job.images}):

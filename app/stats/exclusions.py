@@ -1,7 +1,8 @@
 """Which votes enter the statistics: flagged votes, attention checks, careless raters.
 
-An attention-check pair shows the same image twice, so the correct answer is
-"same"; a rater who picks a side on it fails the check. In order:
+An attention-check vote fails when its ``attention_passed`` is false; without
+that field (the classic check: the same image twice, so the correct answer is
+"same"), a rater who picks a side on it fails the check. In order:
 
 1. votes flagged ``excluded`` (by the survey or the researcher) are dropped;
 2. failures are counted per rater on the remaining attention-check votes;
@@ -20,6 +21,10 @@ from app.stats.votes import SAME, Vote
 FLAGGED = "flagged"
 ATTENTION_CHECK = "attention_check_pair"
 FAILED_RATER = "rater_failed_attention_checks"
+RULE_SAME = ("flagged votes dropped; raters with more than max_attention_failures side answers on "
+             "attention-check pairs (correct answer: same) dropped; attention-check pairs never counted")
+RULE_GIVEN = ("flagged votes dropped; raters with more than max_attention_failures failed attention checks "
+              "(as recorded with each vote) dropped; attention-check pairs never counted")
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,8 @@ def apply_exclusions(votes: Sequence[Vote], *, max_failures: int = 0) -> Exclusi
     for vote in votes:
         if vote.is_attention_check and not vote.excluded:
             checks_answered[vote.rater_id] += 1
-            if vote.choice != SAME:
+            passed = vote.attention_passed if vote.attention_passed is not None else vote.choice == SAME
+            if not passed:
                 failures[vote.rater_id] += 1
     dropped_raters = {r for r, n in failures.items() if n > max_failures}
     reasons: list[str | None] = []
@@ -65,7 +71,6 @@ def apply_exclusions(votes: Sequence[Vote], *, max_failures: int = 0) -> Exclusi
                                 "excluded": r in dropped_raters}
                                for r in sorted(failures, key=natural_key)],
         "excluded_raters": sorted(dropped_raters, key=natural_key),
-        "rule": "flagged votes dropped; raters with more than max_attention_failures side answers on "
-                "attention-check pairs (correct answer: same) dropped; attention-check pairs never counted",
+        "rule": RULE_GIVEN if any(v.attention_passed is not None for v in votes) else RULE_SAME,
     }
     return Exclusions(kept=kept, reasons=reasons, report=report)

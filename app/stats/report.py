@@ -3,10 +3,17 @@
 ``render_report(stats, title=...)`` takes the dict of :func:`compute_all` and
 returns HTML. Plots are SVG drawn here, so the page needs no plotting
 library, no CDN and no network; the only external references are the pair
-images, and only when the caller passes their URLs.
+images, and only when the caller passes their URLs (the survey embeds them as
+``data:`` URLs, so a saved copy is whole). Table 2 comes with links that
+download it as CSV and LaTeX, embedded the same way.
+
+``study`` (optional, from the survey) adds the header a paper needs: ids,
+hashes, settings, dates, counts with reasons, a methods paragraph, the
+changes made after opening, and a "provisional" banner while it collects.
 """
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -176,8 +183,27 @@ def answer_bar_svg(stats: dict, *, width: int = 880, height: int = 34) -> Markup
     return Markup("".join(parts))
 
 
-def render_report(stats: dict, *, title: str, images: Mapping | None = None) -> str:
-    """HTML of one study's report. ``images``: optional pair_id -> (URL of A's image, URL of B's image)."""
+def _data_url(text: str, media_type: str) -> str:
+    return f"data:{media_type};charset=utf-8;base64," + base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def per_class_intervals(stats: dict, confidence: float = 0.95) -> list[list]:
+    """Per class: the exact interval of A's share among side answers (answers treated as independent)."""
+    from app.stats.significance import clopper_pearson
+
+    a, b = stats["methods"]["a"], stats["methods"]["b"]
+    return [clopper_pearson(c["answer_counts"][a], c["answer_counts"][a] + c["answer_counts"][b], confidence)
+            for c in stats["per_class"]]
+
+
+def render_report(stats: dict, *, title: str, images: Mapping | None = None, study: Mapping | None = None) -> str:
+    """HTML of one study's report. ``images``: optional pair_id -> (URL of A's image, URL of B's image).
+
+    ``study``: optional header from the survey (``app.survey.report.study_header``): ``facts``
+    (label, value) rows, ``counts`` rows, ``methods`` (a paragraph), ``amendments``, ``provisional``.
+    """
+    from app.stats.export import table2_csv, table2_latex
+
     a, b = stats["methods"]["a"], stats["methods"]["b"]
     image_map = normalise_images(images, a, b)
     by_id = {str(p["pair_id"]): p for p in stats["pairs"]}
@@ -190,5 +216,6 @@ def render_report(stats: dict, *, title: str, images: Mapping | None = None) -> 
         title=title, s=stats, a=a, b=b, A=a.capitalize(), B=b.capitalize(), colors=COLORS,
         share_plot=share_plot_svg(stats), answer_bar=answer_bar_svg(stats),
         most=cards(stats["most_preferred"]), least=cards(stats["least_preferred"]),
-        isfinite=math.isfinite,
+        isfinite=math.isfinite, study=study, class_ci=per_class_intervals(stats),
+        table2_csv=_data_url(table2_csv(stats), "text/csv"), table2_tex=_data_url(table2_latex(stats), "text/x-tex"),
     )

@@ -43,6 +43,9 @@ class Vote:
     created_at: str | None = None
     is_attention_check: bool = False
     excluded: bool = False
+    # For an attention-check vote, whether it passed; None: judge by the classic rule (an
+    # identical-image check, where only "same" passes). The survey's instructed checks pass on a side.
+    attention_passed: bool | None = None
 
 
 VOTE_FIELDS = tuple(f.name for f in fields(Vote))
@@ -140,6 +143,10 @@ def _parse_side(text: str) -> str | None:
     return low
 
 
+def _parse_opt_bool(text: str) -> bool | None:
+    return None if text.strip() == "" else _parse_bool(text)
+
+
 def _opt_str(text: str) -> str | None:
     text = text.strip()
     return text or None
@@ -156,6 +163,7 @@ _PARSERS: dict[str, tuple[Any, str]] = {
     "created_at": (_opt_str, "text"),
     "is_attention_check": (_parse_bool, "true/false, yes/no, 1/0 or empty"),
     "excluded": (_parse_bool, "true/false, yes/no, 1/0 or empty"),
+    "attention_passed": (_parse_opt_bool, "true/false, yes/no, 1/0 or empty"),
 }
 
 

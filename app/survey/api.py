@@ -11,6 +11,7 @@ import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from sqlalchemy.orm import Session
@@ -19,9 +20,9 @@ from app.auth import rate_limited_api_key, require_api_key
 from app.deps import get_db, get_settings
 from app.errors import excerpt, problem_responses
 from app.keys import ApiKey
-from app.survey import access, export, studies
+from app.survey import access, export, quality, studies
 from app.survey.researcher_auth import researcher
-from app.survey.schemas import StudyCreate, StudyList, StudyOut
+from app.survey.schemas import RaterExclusion, StudyCreate, StudyList, StudyOut, StudyUpdate
 from app.survey.web import REPORT_HEADERS
 from app.validation import RequestInvalid
 from worker import jobs
@@ -72,9 +73,103 @@ def list_surveys(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 
 
 @router.get("/{study_id}", response_model=StudyOut, summary="A study's live status, with per-pair counts",
             responses=problem_responses(401, 404))
-def get_survey(study_id: str, request: Request, key: ApiKey = Depends(researcher),
-               session: Session = Depends(get_db)) -> dict:
-    return studies.summary(session, _study(session, study_id, key), base_url=_base_url(request), with_pairs=True)
+def get_survey(study_id: str, request: Request,
+               preferences: Annotated[bool, Query(description="per-pair preference counts while the study "
+                                                              "collects (hidden by default)")] = False,
+               key: ApiKey = Depends(researcher), session: Session = Depends(get_db)) -> dict:
+    return studies.summary(session, _study(session, study_id, key), base_url=_base_url(request), with_pairs=True,
+                           preferences=preferences)
+
+
+@router.patch("/{study_id}", response_model=StudyOut, summary="Raise a study's caps or change its time-out",
+              description="`raters_per_pair` and `pairs_per_rater` can only be raised. The frozen manifest is not "
+                          "touched; each change is logged in `amendments` (and in the report).",
+              responses=problem_responses(401, 404, 409))
+def update_survey(study_id: str, body: StudyUpdate, request: Request, key: ApiKey = Depends(require_api_key),
+                  session: Session = Depends(get_db)) -> dict:
+    study = _study(session, study_id, key)
+    try:
+        studies.update_study(session, study, body.model_dump(exclude_none=True))
+    except RequestInvalid as exc:
+        raise RequestValidationError(exc.errors) from None
+    except studies.StudyStateError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return studies.summary(session, study, base_url=_base_url(request), with_pairs=True)
+
+
+@router.post("/{study_id}/reopen", response_model=StudyOut, summary="Reopen a closed study",
+             description="Raters who were part-way continue where they stopped. Logged in `amendments`.",
+             responses=problem_responses(401, 404, 409))
+def reopen_survey(study_id: str, request: Request, key: ApiKey = Depends(require_api_key),
+                  session: Session = Depends(get_db)) -> dict:
+    study = _study(session, study_id, key)
+    try:
+        studies.reopen_study(session, study)
+    except studies.StudyStateError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return studies.summary(session, study, base_url=_base_url(request), with_pairs=True)
+
+
+@router.get("/{study_id}/raters", summary="Every rater with status, timings, checks, flags: for platform approvals",
+            description="`format=csv` (default) or `json`: one row per rater: session ids on the platform, "
+                        "start, finish and duration, answers, attention checks failed, share of Same, side "
+                        "answers, fast answers, flags, status (in_progress, completed, abandoned, closed_midway, "
+                        "excluded, no_pairs), the exit code they were given, and every stored field.",
+            responses={200: {"content": {"text/csv": {}, "application/json": {}}}, **problem_responses(401, 404)})
+def raters(study_id: str, format: Literal["csv", "json"] = "csv", key: ApiKey = Depends(researcher),
+           session: Session = Depends(get_db)) -> Response:
+    study = _study(session, study_id, key)
+    rows = quality.rater_rows(session, study)
+    if format == "json":
+        return JSONResponse(jsonable_encoder({"study_id": study.id, "counts": quality.counts(rows), "raters": rows}))
+    return PlainTextResponse(export.rater_csv(rows), media_type="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="survey-{study.id}-raters.csv"'})
+
+
+def _rater(session: Session, study, rater_id: str):
+    from worker.survey_models import Rater
+
+    rater = session.get(Rater, rater_id) if studies.is_row_id(rater_id) else None
+    if rater is None or rater.study_id != study.id:
+        raise HTTPException(404, f"study {study.id} has no rater {excerpt(rater_id, 40)!r}")
+    return rater
+
+
+@router.post("/{study_id}/raters/{rater_id}/exclude", summary="Exclude a rater from the statistics",
+             description="Their votes stay stored but leave the statistics and the completion counts; their slots "
+                         "go back to the pool so other raters can take the pairs.",
+             responses=problem_responses(401, 404))
+def exclude_rater(study_id: str, rater_id: str, body: RaterExclusion | None = None,
+                  key: ApiKey = Depends(require_api_key), session: Session = Depends(get_db)) -> dict:
+    study = _study(session, study_id, key)
+    rater = _rater(session, study, rater_id)
+    reason = "researcher" + (f": {body.reason}" if body and body.reason else "")
+    changed = quality.exclude(session, rater, reason)
+    return {"rater_id": rater.id, "excluded": True, "changed": changed, "reason": rater.exclusion_reason}
+
+
+@router.post("/{study_id}/raters/{rater_id}/include", summary="Include an excluded rater again",
+             responses=problem_responses(401, 404))
+def include_rater(study_id: str, rater_id: str, key: ApiKey = Depends(require_api_key),
+                  session: Session = Depends(get_db)) -> dict:
+    study = _study(session, study_id, key)
+    rater = _rater(session, study, rater_id)
+    changed = quality.include(session, rater)
+    return {"rater_id": rater.id, "excluded": False, "changed": changed, "reason": None}
+
+
+@router.delete("/{study_id}/participants/{participant}", status_code=204,
+               summary="Delete one participant's data (a deletion request)",
+               description="`participant`: the platform id (a Prolific ID or MTurk worker id, with or without its "
+                           "`prolific:` / `mturk:` prefix) or the rater id. Deletes the rater, their assignments and "
+                           "votes; the study's amendments log that a deletion happened (without the id).",
+               responses=problem_responses(401, 404))
+def delete_participant(study_id: str, participant: str, key: ApiKey = Depends(require_api_key),
+                       session: Session = Depends(get_db)) -> Response:
+    study = _study(session, study_id, key)
+    if len(participant) > 255 or not studies.delete_participant(session, study, participant):
+        raise HTTPException(404, f"study {study.id} has no participant {excerpt(participant, 40)!r}")
+    return Response(status_code=204)
 
 
 @router.post("/{study_id}/close", response_model=StudyOut, summary="Close a study: no more answers",
@@ -141,16 +236,35 @@ def results(study_id: str, n_boot: NBoot = 2000, seed: Seed = 0, key: ApiKey = D
 
 
 @router.get("/{study_id}/report", response_class=HTMLResponse, summary="The statistics as an HTML report",
+            description="One self-contained page for a paper: the study's ids, manifest hash, settings, dates, "
+                        "raters recruited / excluded / analysed, a methods paragraph, the statistics with "
+                        "intervals, and the pair images embedded as data URLs (a saved copy is whole). "
+                        "Marked provisional while the study is not closed.",
             responses=problem_responses(401, 404, 409))
 def report(study_id: str, n_boot: NBoot = 2000, seed: Seed = 0, key: ApiKey = Depends(researcher),
-           session: Session = Depends(get_db)) -> HTMLResponse:
+           session: Session = Depends(get_db), settings: Settings = Depends(get_settings)) -> HTMLResponse:
     from app.stats.report import render_report
-    from worker.survey_models import SurveyPair
+    from app.survey.report import embedded_images, study_header
 
     study = _study(session, study_id, key)
     stats = _results(session, study, n_boot, seed)
-    images = {p.id: (f"/v1/images/{p.image_a_id}.png", f"/v1/images/{p.image_b_id}.png")
-              for p in session.query(SurveyPair).filter(SurveyPair.study_id == study.id,
-                                                         SurveyPair.is_attention_check.is_(False))
-              if p.image_a_id and p.image_b_id}
-    return HTMLResponse(render_report(stats, title=study.title, images=images), headers=REPORT_HEADERS)
+    shown = {str(p) for p in stats["most_preferred"] + stats["least_preferred"]}
+    images = embedded_images(session, study, settings, shown)
+    html = render_report(stats, title=study.title, images=images, study=study_header(session, study, stats))
+    return HTMLResponse(html, headers={**REPORT_HEADERS, "Content-Disposition": (
+        f'inline; filename="survey-{study.id}-report.html"')})
+
+
+@router.get("/{study_id}/table2", summary="The threshold table (the paper's Table 2) with 95% intervals",
+            responses={200: {"content": {"text/csv": {}, "application/x-tex": {}}}, **problem_responses(401, 404, 409)})
+def table2(study_id: str, format: Literal["csv", "latex"] = "csv", key: ApiKey = Depends(researcher),
+           session: Session = Depends(get_db)) -> Response:
+    from app.stats.export import table2_csv, table2_latex
+
+    study = _study(session, study_id, key)
+    stats = _results(session, study, 0, 0)
+    if format == "latex":
+        return PlainTextResponse(table2_latex(stats), media_type="application/x-tex", headers={
+            "Content-Disposition": f'attachment; filename="survey-{study.id}-table2.tex"'})
+    return PlainTextResponse(table2_csv(stats), media_type="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="survey-{study.id}-table2.csv"'})

@@ -5,12 +5,17 @@ and their URLs are stable per image. Raters instead get each image through
 a URL made of their own assignment and a side (``.../img/<assignment>/left.png``)
 and bytes with every metadata chunk removed; the pixels are untouched (the
 image data chunks are copied as they are, so nothing is re-encoded).
+
+Only the chunks that draw the image are kept (a list of what may stay, not of
+what must go), so a text-like chunk a future encoder adds is dropped too. The
+originals themselves are never served to raters (``app.survey.access``).
 """
 from __future__ import annotations
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Chunks that describe rather than draw the image: text, time stamp, EXIF.
-DROPPED = {b"tEXt", b"iTXt", b"zTXt", b"tIME", b"eXIf"}
+# Chunks that draw the image: header, palette, transparency, data, end, and how to show its colours.
+# Everything else (text, time stamps, EXIF, private chunks) describes it, and is dropped.
+KEPT = {b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT"}
 
 
 class NotAPNG(ValueError):
@@ -30,7 +35,7 @@ def strip_metadata(data: bytes) -> bytes:
         end = i + 12 + length  # length, type, data, CRC
         if end > len(data):
             raise NotAPNG(f"truncated PNG chunk {kind!r}")
-        if kind not in DROPPED:
+        if kind in KEPT:
             out.append(data[i:end])
         i = end
         if kind == b"IEND":

@@ -17,8 +17,8 @@ from worker.survey_models import Rater, Study, SurveyPair, SurveyVote
 COLUMNS = ("study_id", "vote_id", "pair_id", "pair_ordinal", "label", "class_name", "seed", "rater_id",
            "participant", "rater_source", "position", "side", "choice", "a_side", "left_method", "right_method",
            "response_ms", "client_ms", "server_ms", "images_loaded", "load_ms", "input", "too_fast",
-           "attention_check", "attention_passed", "rater_failed_checks", "image_a_sha256", "image_b_sha256",
-           "created_at")
+           "attention_check", "check_answer", "attention_passed", "rater_failed_checks", "rater_excluded",
+           "rater_exclusion_reason", "image_a_sha256", "image_b_sha256", "created_at")
 
 
 def vote_rows(session: Session, study: Study) -> list[dict]:
@@ -35,7 +35,7 @@ def vote_rows(session: Session, study: Study) -> list[dict]:
             failures[v.rater_id] = failures.get(v.rater_id, 0) + 1
     out = []
     for v, p, r in rows:
-        if p.is_attention_check:
+        if p.is_attention_check and p.check_method:
             left = right = p.check_method
         else:
             left = study.method_a if v.a_side == "left" else study.method_b
@@ -47,8 +47,9 @@ def vote_rows(session: Session, study: Study) -> list[dict]:
             "a_side": v.a_side, "left_method": left, "right_method": right, "response_ms": v.response_ms,
             "client_ms": v.client_ms, "server_ms": v.server_ms, "images_loaded": v.images_loaded,
             "load_ms": v.load_ms, "input": v.input, "too_fast": v.too_fast, "attention_check": v.is_attention_check,
-            "attention_passed": v.attention_passed,
+            "check_answer": p.check_answer, "attention_passed": v.attention_passed,
             "rater_failed_checks": failures.get(r.id, 0) > study.max_attention_failures,
+            "rater_excluded": r.excluded_at is not None, "rater_exclusion_reason": r.exclusion_reason,
             "image_a_sha256": p.image_a_sha256, "image_b_sha256": p.image_b_sha256,
             "created_at": v.created_at.isoformat(),
         })
@@ -73,11 +74,20 @@ def rows_csv(rows: list[dict]) -> str:
 
 
 def stats_votes(study: Study, rows: list[dict]) -> list[Vote]:
-    """The statistics' view of the votes. ``robust_side`` is the side of method A, whatever A is called."""
+    """The statistics' view of the votes. ``robust_side`` is the side of method A, whatever A is called.
+
+    Raters excluded for failed attention checks are left to the statistics' own rule (each
+    check vote says whether it passed), so the report counts them as such; raters excluded
+    for another reason (a flag, the researcher) have their votes flagged ``excluded``.
+    """
+    from app.survey.quality import FAILED_CHECKS
+
     return [Vote(pair_id=r["pair_id"], rater_id=r["rater_id"], choice=r["choice"], study_id=study.id,
                  label=r["label"], class_name=r["class_name"], seed=r["seed"], robust_side=r["a_side"],
                  position=r["position"], response_ms=r["response_ms"], created_at=r["created_at"],
-                 is_attention_check=r["attention_check"], excluded=False) for r in rows]
+                 is_attention_check=r["attention_check"],
+                 excluded=r["rater_excluded"] and r["rater_exclusion_reason"] != FAILED_CHECKS,
+                 attention_passed=r["attention_passed"]) for r in rows]
 
 
 def tidy_csv(session: Session, study: Study) -> str:
@@ -97,3 +107,23 @@ def results(session: Session, study: Study, *, n_boot: int, seed: int) -> dict:
     stats["study"] = {"id": study.id, "title": study.title, "status": study.status,
                       "manifest_sha256": study.manifest_sha256, "code_version": study.code_version}
     return stats
+
+
+def rater_csv(rows: list[dict]) -> str:
+    """The per-rater table (``app.survey.quality.rater_rows``) as CSV: what a platform approval needs."""
+    from app.survey.quality import RATER_COLUMNS
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(RATER_COLUMNS)
+    for row in rows:
+        writer.writerow([_rater_cell(row[c]) for c in RATER_COLUMNS])
+    return buf.getvalue()
+
+
+def _rater_cell(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ";".join(str(v) for v in value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return _cell(value)

@@ -11,23 +11,33 @@ from pydantic import (
     Field,
     StrictInt,
     StringConstraints,
+    model_validator,
 )
 
 from app.schemas import Label, SamplerName, StepsSpec
+from app.survey.exits import OUTCOME_NAMES
+from app.survey.quality import FLAG_NAMES
+from worker.survey_models import CHECK_KINDS, PLATFORMS
 
 DEFAULT_QUESTION = "Which image is more realistic, and more aligned to the description?"
 DEFAULT_INSTRUCTIONS = (
-    "You will see pairs of images. Each pair was made for the class named above the images. "
+    "You will see pairs of images. Each pair was made for the description shown above the images. "
     "For each pair, choose the image that is more realistic and more aligned to the description: "
-    "Left or Right. If you see no difference, choose Same. There are no right or wrong answers; "
-    "please go with your honest impression. On a keyboard, use the left arrow (or 1) for Left, "
-    "the right arrow (or 2) for Right and the down arrow (or 0) for Same."
+    "Left or Right. If you see no difference, choose Same. Apart from the attention checks described "
+    "below, there are no right or wrong answers; please go with your honest impression. On a keyboard, "
+    "use the left arrow (or 1) for Left, the right arrow (or 2) for Right and the down arrow (or 0) for Same."
 )
 DEFAULT_CONSENT = (
     "This is a research study of how people judge generated images. Taking part is voluntary and you may "
-    "stop at any time by closing the page. We record your answers, which image was on which side, how long "
-    "each answer took, and the participant id the recruiting platform passed to us (or a random id). We record "
-    "no name, e-mail or IP address. Answers are analysed and published only in aggregate."
+    "stop at any time by closing the page.\n\n"
+    "What we record: your answers, which image was on which side, how long each answer took and whether the "
+    "images had loaded, the times you started and finished, the participant id the recruiting platform passed "
+    "to us (your Prolific ID, or your MTurk worker, assignment and HIT ids; otherwise a random id), and your "
+    "browser's user-agent string (its name, version and operating system), which helps us spot automated "
+    "answers. We record no name, e-mail or IP address: the server's access log keeps neither the address nor "
+    "the link parameters of the survey's pages.\n\n"
+    "Answers are analysed and published only in aggregate. To have your answers deleted, send the researcher "
+    "your participant id through the recruiting platform."
 )
 
 def _no_nul(value: str) -> str:
@@ -39,6 +49,21 @@ def _no_nul(value: str) -> str:
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000),
                  AfterValidator(_no_nul)]
+Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{4,64}$")]
+ReturnUrl = Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=500), AfterValidator(_no_nul)]
+Outcome = Literal[OUTCOME_NAMES]  # type: ignore[valid-type]
+FlagName = Literal[FLAG_NAMES]  # type: ignore[valid-type]
+Share = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+Timeout = Annotated[StrictInt, Field(ge=1, le=7 * 24 * 3600)]
+
+
+class ExitSpec(BaseModel):
+    """What a rater leaving with one outcome is given: a code, a link back to the platform, or both."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    code: Code | None = Field(None, description="shown on the page (register it on the platform); default random")
+    url: ReturnUrl | None = Field(None, description="a link back to the platform; on Prolific default "
+                                                    "https://app.prolific.com/submissions/complete?cc=CODE")
 Method = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Scale = Annotated[float, Field(allow_inf_nan=False, description="positive guidance scale")]
 
@@ -79,18 +104,74 @@ class StudyCreate(BaseModel):
     instructions: Text = Field(DEFAULT_INSTRUCTIONS)
     consent: Text = Field(DEFAULT_CONSENT)
     attention_checks: bool = Field(
-        False, description="show each rater attention-check pairs: the same image on both sides, where "
-                           "'Same' is the right answer")
+        False, description="show each rater attention-check pairs (see attention_check_kind)")
     attention_checks_per_rater: Annotated[StrictInt, Field(ge=1, le=20)] = 2
     max_attention_failures: Annotated[StrictInt, Field(ge=0, le=20)] = Field(
         0, description="raters who fail more checks than this are excluded from the statistics")
     min_answer_ms: Annotated[StrictInt, Field(ge=0, le=600000)] = Field(
         800, description="answers faster than this are flagged too_fast")
-    completion_code: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{4,64}$")] | None = Field(
-        None, description="shown on the thank-you page (e.g. Prolific's completion code); default random")
-    completion_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=500),
-                              AfterValidator(_no_nul)] | None = Field(
-        None, description="a link on the thank-you page back to the recruiting platform")
+    completion_code: Code | None = Field(
+        None, description="shown on the thank-you page (e.g. Prolific's completion code); default random "
+                          "(the same as exits.completed.code)")
+    completion_url: ReturnUrl | None = Field(
+        None, description="a link on the thank-you page back to the recruiting platform (exits.completed.url)")
+    platform: Literal[PLATFORMS] = Field(  # type: ignore[valid-type]
+        "none", description="where raters come from: 'prolific' (ids PROLIFIC_PID, STUDY_ID, SESSION_ID; exit "
+                            "links to Prolific's completion URL), 'mturk' (workerId, assignmentId, hitId, "
+                            "turkSubmitTo; the pages may be framed by the MTurk hosts and submit the HIT) or "
+                            "'none'")
+    exits: dict[Outcome, ExitSpec] | None = Field(
+        None, description="a code and/or URL per way out: " + ", ".join(OUTCOME_NAMES)
+                          + "; codes not given are random")
+    completion_redirect: bool = Field(
+        False, description="send raters straight to an exit's URL instead of showing its page")
+    attention_check_kind: Literal[CHECK_KINDS] = Field(  # type: ignore[valid-type]
+        "instructed", description="'instructed': a pair of images from outside the study with an instruction "
+                                  "to choose Left (or Right); 'identical': one image from outside the study on "
+                                  "both sides, where Same passes")
+    assignment_timeout_seconds: Timeout = Field(
+        3600, description="a pair left unanswered this long goes back to the pool for other raters")
+    flag_same_share: Share = Field(0.8, description="flag raters answering Same to at least this share of pairs")
+    flag_fast_share: Share = Field(0.25, description="flag raters with at least this share of too-fast answers")
+    flag_min_answers: Annotated[StrictInt, Field(ge=1, le=100000)] = Field(
+        5, description="flags need at least this many answers")
+    exclude_flags: list[FlagName] = Field(
+        [], description="flags that also exclude a rater from the statistics when they finish (default: none; "
+                        "failed attention checks always exclude)")
+
+    @model_validator(mode="after")
+    def _one_completion(self):
+        done = (self.exits or {}).get("completed")
+        if done is not None:
+            for name in ("code", "url"):
+                old, new = getattr(self, f"completion_{name}"), getattr(done, name)
+                if old is not None and new is not None and old != new:
+                    raise ValueError(f"completion_{name} and exits.completed.{name} differ; give one of them")
+        return self
+
+
+class RaterExclusion(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_no_nul)] | None = (
+        Field(None, description="why (kept with the rater, shown in the per-rater table)"))
+
+
+class StudyUpdate(BaseModel):
+    """Changes to a study after it opened: caps raised, the time-out. Each is logged in its amendments."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    raters_per_pair: Annotated[StrictInt, Field(ge=1, le=100000)] | None = Field(
+        None, description="raise the per-pair cap (add raters); it cannot be lowered")
+    pairs_per_rater: Annotated[StrictInt, Field(ge=1, le=100000)] | None = Field(
+        None, description="raise the per-rater cap for raters who start from now on; it cannot be lowered")
+    assignment_timeout_seconds: Timeout | None = None
+
+
+class ExitOut(BaseModel):
+    code: str | None
+    url: str | None
+    action: str
 
 
 class GenerationProgress(BaseModel):
@@ -110,7 +191,11 @@ class PairStatus(BaseModel):
     assigned: int
     answers: int
     a_left: int = Field(description="answers given with method A's image on the left")
-    choices: dict[str, int]
+    live: int = Field(description="assignments holding a slot now (the per-pair cap counts these)")
+    choices: dict[str, int] | None = Field(
+        description="answers per choice (for a check: passed, failed); null while the study collects unless "
+                    "asked for (?preferences=true)")
+    check_answer: str | None = Field(None, description="for an attention check: the answer that passes it")
 
 
 class StudyLinks(BaseModel):
@@ -122,7 +207,12 @@ class StudyLinks(BaseModel):
     votes_json: str
     results: str
     report: str
+    table2_csv: str
+    table2_latex: str
+    raters_csv: str
+    raters_json: str
     close: str
+    reopen: str
 
 
 class StudyOut(BaseModel):
@@ -148,15 +238,29 @@ class StudyOut(BaseModel):
     min_answer_ms: int
     question: str
     completion_code: str
+    platform: str
+    exits: dict[str, ExitOut] = Field(description="every way out with its code, URL and the platform action "
+                                                  "it stands for")
+    completion_redirect: bool
+    attention_check_kind: str
+    assignment_timeout_seconds: int
+    flag_same_share: float
+    flag_fast_share: float
+    flag_min_answers: int
+    exclude_flags: list[str]
     code_version: str
     generation: GenerationProgress
-    raters: int
-    raters_completed: int
-    answers: int
+    raters: int = Field(description="raters who consented (recruited)")
+    raters_completed: int = Field(description="raters who finished and are not excluded")
+    raters_excluded: int
+    raters_flagged: int
+    answers: int = Field(description="usable answers: real pairs, raters not excluded")
+    answers_all: int = Field(description="every answer on a real pair, excluded raters' too")
     answers_wanted: int
-    completion: float = Field(ge=0, le=1, description="answers on real pairs over raters_per_pair x num_pairs")
+    completion: float = Field(ge=0, le=1, description="usable answers over raters_per_pair x num_pairs")
     flagged_too_fast: int
     failed_attention_raters: int
+    amendments: list[dict] = Field(description="changes made after the manifest was frozen")
     manifest_sha256: str | None
     created_at: datetime
     opened_at: datetime | None

@@ -24,9 +24,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from app.survey import exits
 from app.validation import RequestInvalid, http_error, http_errors, job_spec, server_limits
 from model_core.generation_request import RequestInvalid as CoreRequestInvalid
 from model_core.generation_request import resolve_generation
@@ -36,9 +37,11 @@ from worker import jobs
 from worker.config import Settings
 from worker.ids import is_row_id
 from worker.models import Image, Job
-from worker.survey_models import Rater, Study, SurveyPair, SurveyVote
+from worker.survey_models import Assignment, Rater, Study, SurveyPair, SurveyVote
 
-MANIFEST_VERSION = 1
+# 2: attention checks from images outside the study (their kind and passing answer), the
+# platform and exit codes, the rater-quality settings.
+MANIFEST_VERSION = 2
 
 
 class StudyStateError(Exception):
@@ -72,6 +75,13 @@ class Plan:
     specs: list[tuple[int, jobs.JobSpec]]  # (first pair index, spec), in order
     steps: str
     sampler: str
+    check_labels: list[int]  # the attention checks' labels: pairs len(labels)..., seeds after the real ones
+
+
+def draw_check_labels(num_classes: int, n: int, seed: int) -> list[int]:
+    """Labels of the attention checks: drawn on their own, so the real pairs' labels do not depend on them."""
+    rng = random.Random(f"rguide-survey-checks:{seed}")
+    return [rng.randrange(num_classes) for _ in range(n)]
 
 
 def plan_study(body, settings: Settings) -> Plan:
@@ -110,6 +120,11 @@ def plan_study(body, settings: Settings) -> Plan:
         labels = draw_labels(preset.num_classes, body.num_pairs or 200, seed)
     if errors:
         raise RequestInvalid(errors)
+    # Attention checks get images of their own (labels drawn apart, seeds after the real pairs'):
+    # a check never shows an image the rater also judges in a real pair.
+    n_checks = body.attention_checks_per_rater if body.attention_checks else 0
+    check_labels = draw_check_labels(preset.num_classes, n_checks, seed)
+    all_labels = labels + check_labels
 
     together = {a, b} == set(preset.pair_methods)
     per_job = max(1, settings.max_images_per_request // (2 if together else 1))
@@ -118,8 +133,8 @@ def plan_study(body, settings: Settings) -> Plan:
     rename = {("scale", a): ("scale_a",), ("scale", b): ("scale_b",), ("guidance",): ("method_a",),
               ("class_labels",): ("labels",)}
     specs: list[tuple[int, jobs.JobSpec]] = []
-    for start in range(0, len(labels), per_job):
-        chunk = labels[start:start + per_job]
+    for start in range(0, len(all_labels), per_job):
+        chunk = all_labels[start:start + per_job]
         requests = [(PAIR, preset.pair_methods)] if together else [(a, (a,)), (b, (b,))]
         for guidance, methods in requests:
             try:
@@ -136,7 +151,7 @@ def plan_study(body, settings: Settings) -> Plan:
     for _, spec in specs:
         scales.update(spec.scales)
     return Plan(preset=preset, labels=labels, seed=seed, label_source=label_source, method_a=a, method_b=b,
-                scales=scales, specs=specs, steps=first.steps, sampler=first.sampler)
+                scales=scales, specs=specs, steps=first.steps, sampler=first.sampler, check_labels=check_labels)
 
 
 def create_study(session: Session, body, settings: Settings, owner_key_id: str | None) -> Study:
@@ -152,7 +167,7 @@ def create_study(session: Session, body, settings: Settings, owner_key_id: str |
                        steps=spec.steps, sampler=spec.sampler, num_steps=spec.num_steps,
                        num_images=spec.num_images, batch_key=spec.batch_key, progress_step=0,
                        progress_total=spec.num_steps, cancel_requested=False, attempts=0,
-                       owner_key_id=owner_key_id)
+                       owner_key_id=owner_key_id, study_id=study_id)
         # Added in the study's own transaction (not jobs.create_job, which commits each
         # job): a study and its jobs are stored together or not at all.
         session.add(job)
@@ -165,7 +180,10 @@ def create_study(session: Session, body, settings: Settings, owner_key_id: str |
                 b_job = job.id
             slot[start + offset] = (a_job, b_job, offset)
 
-    n_checks = body.attention_checks_per_rater if body.attention_checks else 0
+    n_checks = len(plan.check_labels)
+    completion_code, completion_url, exit_codes = exits.resolve(
+        body.platform, {k: v.model_dump() for k, v in (body.exits or {}).items()}, body.completion_code,
+        body.completion_url)
     study = Study(
         id=study_id, title=body.title, status="generating", owner_key_id=owner_key_id, preset=plan.preset.name,
         method_a=plan.method_a, scale_a=plan.scales[plan.method_a], method_b=plan.method_b,
@@ -174,9 +192,12 @@ def create_study(session: Session, body, settings: Settings, owner_key_id: str |
         consent=body.consent, raters_per_pair=body.raters_per_pair,
         pairs_per_rater=min(body.pairs_per_rater or len(plan.labels), len(plan.labels)),
         attention_checks=n_checks, max_attention_failures=body.max_attention_failures,
-        min_answer_ms=body.min_answer_ms, completion_code=body.completion_code or secrets.token_hex(5).upper(),
-        completion_url=body.completion_url, secret=_new_secret(), code_version=code_version()[:100],
-        job_ids=job_ids)
+        min_answer_ms=body.min_answer_ms, completion_code=completion_code, completion_url=completion_url,
+        platform=body.platform, exit_codes=exit_codes, completion_redirect=body.completion_redirect,
+        assignment_timeout_seconds=body.assignment_timeout_seconds, check_kind=body.attention_check_kind,
+        flag_same_share=body.flag_same_share, flag_fast_share=body.flag_fast_share,
+        flag_min_answers=body.flag_min_answers, exclude_flags=list(body.exclude_flags), amendments=[],
+        secret=_new_secret(), code_version=code_version()[:100], job_ids=job_ids)
     session.add(study)
     names = plan.preset.class_names
     for i, label in enumerate(plan.labels):
@@ -185,17 +206,19 @@ def create_study(session: Session, body, settings: Settings, owner_key_id: str |
                                class_name=names[label], seed=plan.seed + i, is_attention_check=False,
                                job_a_id=a_job, job_b_id=b_job, job_position=pos, n_assigned=0,
                                a_left_first=rng.random() < 0.5))
-    # Attention checks reuse real pairs' images (one image on both sides), alternating A's and B's.
-    sources = rng.sample(range(len(plan.labels)), min(n_checks, len(plan.labels)))
-    while len(sources) < n_checks:
-        sources.append(rng.randrange(len(plan.labels)))
-    for k, src in enumerate(sources):
-        a_job, b_job, pos = slot[src]
-        method = plan.method_a if k % 2 == 0 else plan.method_b
-        session.add(SurveyPair(id=uuid.uuid4().hex, study_id=study_id, ordinal=len(plan.labels) + k,
-                               label=plan.labels[src], class_name=names[plan.labels[src]], seed=plan.seed + src,
-                               is_attention_check=True, job_a_id=a_job, job_b_id=b_job, job_position=pos,
-                               check_method=method, n_assigned=0, a_left_first=True))
+    # Attention checks: their own images. Instructed checks ask for Left, then Right, alternately;
+    # identical checks show one image (A's, then B's, alternately) on both sides.
+    for k, label in enumerate(plan.check_labels):
+        index = len(plan.labels) + k
+        a_job, b_job, pos = slot[index]
+        instructed = body.attention_check_kind == "instructed"
+        session.add(SurveyPair(
+            id=uuid.uuid4().hex, study_id=study_id, ordinal=index, label=label, class_name=names[label],
+            seed=plan.seed + index, is_attention_check=True, job_a_id=a_job, job_b_id=b_job, job_position=pos,
+            check_kind=body.attention_check_kind,
+            check_answer=("left" if k % 2 == 0 else "right") if instructed else "same",
+            check_method=None if instructed else (plan.method_a if k % 2 == 0 else plan.method_b),
+            n_assigned=0, a_left_first=rng.random() < 0.5))
     session.commit()
     return study
 
@@ -261,8 +284,8 @@ def _open(session: Session, study: Study) -> None:
     for p in pairs:
         im_a = images[jobs.image_id(p.job_a_id, p.job_position, study.method_a)]
         im_b = images[jobs.image_id(p.job_b_id, p.job_position, study.method_b)]
-        if p.is_attention_check:
-            # The same image on both sides: the check's "A" and "B" are one file.
+        if p.is_attention_check and p.check_method:
+            # An identical-image check: the same image on both sides, the check's "A" and "B" are one file.
             im_a = im_b = im_a if p.check_method == study.method_a else im_b
         values = dict(image_a_id=im_a.id, image_b_id=im_b.id, image_a_sha256=im_a.sha256,
                       image_b_sha256=im_b.sha256)
@@ -287,9 +310,11 @@ def _manifest_pair(study: Study, p: SurveyPair, im_a: Image, im_b: Image) -> dic
              "attention_check": p.is_attention_check,
              "a_left_first": p.a_left_first}
     if p.is_attention_check:
+        entry["check_kind"] = p.check_kind
+        entry["correct_answer"] = p.check_answer
+    if p.is_attention_check and p.check_method:
         entry["check_method"] = p.check_method
         entry["image"] = _image_entry(im_a)
-        entry["correct_answer"] = "same"
     else:
         entry["images"] = {study.method_a: _image_entry(im_a), study.method_b: _image_entry(im_b)}
     return entry
@@ -315,9 +340,18 @@ def build_manifest(study: Study, pairs: list[dict], opened_at) -> dict:
             "pairs_per_rater": study.pairs_per_rater, "attention_checks_per_rater": study.attention_checks,
             "max_attention_failures": study.max_attention_failures, "min_answer_ms": study.min_answer_ms,
             "question": study.question, "instructions": study.instructions, "consent": study.consent,
-            "completion_code": study.completion_code,
-            "counterbalancing": "a pair's k-th assignment (k = 0, 1, ...) shows method A on the left when "
-                                "(k even) == a_left_first",
+            "completion_code": study.completion_code, "platform": study.platform,
+            "exits": exits.all_exits(study), "completion_redirect": study.completion_redirect,
+            "attention_check_kind": study.check_kind,
+            "attention_checks": "images from outside the study (labels drawn apart, seeds after the real "
+                                "pairs'); instructed checks ask for Left and Right alternately, identical checks "
+                                "show one image on both sides (Same passes)",
+            "assignment_timeout_seconds": study.assignment_timeout_seconds,
+            "flags": {"same_share": study.flag_same_share, "fast_share": study.flag_fast_share,
+                      "min_answers": study.flag_min_answers, "exclude": list(study.exclude_flags)},
+            "counterbalancing": "a new assignment shows method A on the side with fewer live assignments of "
+                                "the pair; on a tie (always, without releases) the k-th assignment (k = 0, 1, ...) "
+                                "shows A on the left when (k even) == a_left_first",
             "order": "least-assigned pairs first; ties in each rater's own random order "
                      "(sha256 of the rater's order_seed and the pair id)",
         },
@@ -332,7 +366,7 @@ def manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-# -- closing ------------------------------------------------------------------------------
+# -- closing, reopening, amending -----------------------------------------------------------
 
 def close_study(session: Session, study: Study) -> Study:
     """open -> closed (idempotent). Raises ``StudyStateError`` for a study that never opened."""
@@ -345,6 +379,80 @@ def close_study(session: Session, study: Study) -> Study:
     if res.rowcount != 1 and study.status != "closed":
         raise StudyStateError(f"study {study.id} is {study.status}; only an open study can be closed")
     return study
+
+
+def _amend(study: Study, action: str, **details) -> None:
+    # A new list: the JSON column is stored again only when it is assigned a new value.
+    study.amendments = [*(study.amendments or []), {"at": jobs.utcnow().isoformat(), "action": action, **details}]
+
+
+def reopen_study(session: Session, study: Study) -> Study:
+    """closed -> open (idempotent); raters who were part-way continue. Logged in the amendments."""
+    if study.status == "open":
+        return study
+    res = session.execute(update(Study).where(Study.id == study.id, Study.status == "closed")
+                          .values(status="open", closed_at=None))
+    if res.rowcount != 1:
+        session.rollback()
+        session.refresh(study)
+        raise StudyStateError(f"study {study.id} is {study.status}; only a closed study can be reopened")
+    session.refresh(study)
+    _amend(study, "reopened")
+    session.commit()
+    return study
+
+
+def update_study(session: Session, study: Study, changes: dict) -> Study:
+    """Raise caps or change the time-out of a study that is not closed for good. Logged in the amendments.
+
+    Raises ``StudyStateError`` for a failed study and ``RequestInvalid`` for a cap lowered.
+    """
+    if study.status == "failed":
+        raise StudyStateError(f"study {study.id} failed; it cannot be changed")
+    errors = []
+    for field in ("raters_per_pair", "pairs_per_rater"):
+        new = changes.get(field)
+        if new is not None and new < getattr(study, field):
+            errors.append(http_error((field,), f"{field} can only be raised (it is {getattr(study, field)})", new))
+    if errors:
+        raise RequestInvalid(errors)
+    n_real = session.scalar(select(func.count()).where(SurveyPair.study_id == study.id,
+                                                       SurveyPair.is_attention_check.is_(False))) or 0
+    for field, new in changes.items():
+        if new is None:
+            continue
+        if field == "pairs_per_rater":
+            new = min(new, n_real)
+        old = getattr(study, field)
+        if new != old:
+            setattr(study, field, new)
+            _amend(study, "changed", field=field, old=old, new=new)
+    session.commit()
+    session.refresh(study)
+    return study
+
+
+def delete_participant(session: Session, study: Study, participant: str) -> bool:
+    """Delete every record of one participant (a data-deletion request): their rater row, assignments and votes.
+
+    ``participant`` is the platform id as stored (``prolific:ID``, ``mturk:ID``), the bare
+    platform id, or the rater id. Their slots are given back first. Logged (without the id)
+    in the amendments. Commits; False when there is no such participant.
+    """
+    from app.survey.assign import release_rater
+
+    candidates = [participant, f"prolific:{participant}", f"mturk:{participant}"]
+    rater = session.scalar(select(Rater).where(Rater.study_id == study.id,
+                                               (Rater.external_id.in_(candidates)) | (Rater.id == participant)))
+    if rater is None:
+        return False
+    release_rater(session, rater)
+    session.execute(delete(SurveyVote).where(SurveyVote.rater_id == rater.id))
+    session.execute(delete(Assignment).where(Assignment.rater_id == rater.id))
+    session.execute(delete(Rater).where(Rater.id == rater.id))
+    _amend(study, "participant data deleted on request", votes_deleted=True)
+    session.commit()
+    return True
 
 
 # -- status -------------------------------------------------------------------------------
@@ -365,7 +473,9 @@ def links(study: Study, base_url: str = "") -> dict:
     return {"self": api, "rater_url": f"{base_url.rstrip('/')}/s/{study.id}",
             "researcher_page": f"/researcher/surveys/{study.id}", "manifest": f"{api}/manifest",
             "votes_csv": f"{api}/votes?format=csv", "votes_json": f"{api}/votes?format=json",
-            "results": f"{api}/results", "report": f"{api}/report", "close": f"{api}/close"}
+            "results": f"{api}/results", "report": f"{api}/report", "table2_csv": f"{api}/table2?format=csv",
+            "table2_latex": f"{api}/table2?format=latex", "raters_csv": f"{api}/raters?format=csv",
+            "raters_json": f"{api}/raters?format=json", "close": f"{api}/close", "reopen": f"{api}/reopen"}
 
 
 def failed_attention_raters(session: Session, study: Study) -> set[str]:
@@ -374,16 +484,31 @@ def failed_attention_raters(session: Session, study: Study) -> set[str]:
     return {r for r, n in rows if n > study.max_attention_failures}
 
 
-def summary(session: Session, study: Study, *, base_url: str = "", with_pairs: bool = False) -> dict:
+def excluded_raters(session: Session, study: Study) -> set[str]:
+    return set(session.scalars(select(Rater.id).where(Rater.study_id == study.id, Rater.excluded_at.is_not(None))))
+
+
+def summary(session: Session, study: Study, *, base_url: str = "", with_pairs: bool = False,
+            preferences: bool = False) -> dict:
+    """The study's live status. Per-pair preference counts only once it is closed, or when asked for
+    (a researcher watching them while collecting is tempted to stop early)."""
+    from app.survey.assign import release_expired
+    from app.survey.quality import counts, rater_rows
+
+    if study.status == "open":
+        release_expired(session, study)
     n_pairs = session.scalar(select(func.count()).where(SurveyPair.study_id == study.id,
                                                         SurveyPair.is_attention_check.is_(False))) or 0
     n_checks = session.scalar(select(func.count()).where(SurveyPair.study_id == study.id,
                                                          SurveyPair.is_attention_check.is_(True))) or 0
-    raters = session.scalar(select(func.count()).where(Rater.study_id == study.id)) or 0
-    completed = session.scalar(select(func.count()).where(Rater.study_id == study.id,
-                                                          Rater.completed_at.is_not(None))) or 0
-    real_answers = session.scalar(select(func.count()).where(SurveyVote.study_id == study.id,
-                                                             SurveyVote.is_attention_check.is_(False))) or 0
+    raters = rater_rows(session, study)
+    tally = counts(raters)
+    out_raters = {r["rater_id"] for r in raters if r["excluded"]}
+    real = session.execute(select(SurveyVote.rater_id, func.count()).where(
+        SurveyVote.study_id == study.id, SurveyVote.is_attention_check.is_(False)).group_by(SurveyVote.rater_id))
+    per_rater = dict(real.all())
+    answers_all = sum(per_rater.values())
+    usable = sum(n for r, n in per_rater.items() if r not in out_raters)
     too_fast = session.scalar(select(func.count()).where(SurveyVote.study_id == study.id,
                                                          SurveyVote.too_fast.is_(True))) or 0
     wanted = n_pairs * study.raters_per_pair
@@ -395,20 +520,27 @@ def summary(session: Session, study: Study, *, base_url: str = "", with_pairs: b
         "attention_check_pairs": n_checks, "raters_per_pair": study.raters_per_pair,
         "pairs_per_rater": study.pairs_per_rater, "attention_checks_per_rater": study.attention_checks,
         "max_attention_failures": study.max_attention_failures, "min_answer_ms": study.min_answer_ms,
-        "question": study.question, "completion_code": study.completion_code, "code_version": study.code_version,
-        "generation": generation_progress(session, study), "raters": raters, "raters_completed": completed,
-        "answers": real_answers, "answers_wanted": wanted,
-        "completion": round(min(1.0, real_answers / wanted), 4) if wanted else 0.0,
+        "question": study.question, "completion_code": study.completion_code, "platform": study.platform,
+        "exits": exits.all_exits(study), "completion_redirect": study.completion_redirect,
+        "attention_check_kind": study.check_kind, "assignment_timeout_seconds": study.assignment_timeout_seconds,
+        "flag_same_share": study.flag_same_share, "flag_fast_share": study.flag_fast_share,
+        "flag_min_answers": study.flag_min_answers, "exclude_flags": list(study.exclude_flags or []),
+        "code_version": study.code_version,
+        "generation": generation_progress(session, study), "raters": tally["recruited"],
+        "raters_completed": tally["completed"], "raters_excluded": tally["excluded"],
+        "raters_flagged": tally["flagged"], "answers": usable, "answers_all": answers_all,
+        "answers_wanted": wanted, "completion": round(min(1.0, usable / wanted), 4) if wanted else 0.0,
         "flagged_too_fast": too_fast, "failed_attention_raters": len(failed_attention_raters(session, study)),
         "manifest_sha256": study.manifest_sha256, "created_at": study.created_at, "opened_at": study.opened_at,
-        "closed_at": study.closed_at, "links": links(study, base_url), "pairs": None,
+        "closed_at": study.closed_at, "amendments": list(study.amendments or []), "links": links(study, base_url),
+        "pairs": None,
     }
     if with_pairs:
-        out["pairs"] = pair_status(session, study)
+        out["pairs"] = pair_status(session, study, preferences=preferences or study.status == "closed")
     return out
 
 
-def pair_status(session: Session, study: Study) -> list[dict]:
+def pair_status(session: Session, study: Study, *, preferences: bool = True) -> list[dict]:
     counts = {}
     rows = session.execute(
         select(SurveyVote.pair_id, SurveyVote.choice, func.count(),
@@ -424,7 +556,14 @@ def pair_status(session: Session, study: Study) -> list[dict]:
                              .order_by(SurveyPair.ordinal)):
         c = counts.get(p.id, {"answers": 0, "a_left": 0, "choices": {}})
         choices = {study.method_a: 0, study.method_b: 0, "same": 0, **c["choices"]}
+        if p.is_attention_check:
+            # What a check counts is passes and failures, not preferences: always shown.
+            passed = session.scalar(select(func.count()).where(SurveyVote.pair_id == p.id,
+                                                               SurveyVote.attention_passed.is_(True))) or 0
+            choices = {"passed": passed, "failed": c["answers"] - passed}
         out.append({"pair_id": p.id, "ordinal": p.ordinal, "label": p.label, "class_name": p.class_name,
                     "seed": p.seed, "attention_check": p.is_attention_check, "assigned": p.n_assigned,
-                    "answers": c["answers"], "a_left": c["a_left"], "choices": choices})
+                    "live": p.n_a_left + p.n_a_right, "answers": c["answers"], "a_left": c["a_left"],
+                    "choices": choices if (preferences or p.is_attention_check) else None,
+                    "check_answer": p.check_answer})
     return out

@@ -76,9 +76,16 @@ def choice_for(study: Study, pair: SurveyPair, a_side: str, side: str) -> str:
     """The answer as a method name (or "same"), from the side clicked and the side A was on."""
     if side == SAME:
         return SAME
-    if pair.is_attention_check:
+    if pair.is_attention_check and pair.check_method:
         return pair.check_method  # the same image on both sides: either side "chooses" its method
     return study.method_a if side == a_side else study.method_b
+
+
+def check_passed(pair: SurveyPair, side: str) -> bool | None:
+    """Whether an answer passes the pair's attention check (None for a real pair)."""
+    if not pair.is_attention_check:
+        return None
+    return side == (pair.check_answer or SAME)
 
 
 def record_vote(session: Session, study: Study, rater: Rater, *, pair_id: str | None, answer: str | None,
@@ -98,6 +105,17 @@ def record_vote(session: Session, study: Study, rater: Rater, *, pair_id: str | 
     if assignment is None:
         raise VoteRefused(403, f"pair {str(pair_id)[:64]!r} is not assigned to you in this study; only the pair "
                                "on your screen can be answered")
+    if rater.excluded_at is not None or rater.completed_at is not None:
+        raise VoteRefused(409, "your session in this study has ended; this answer was not recorded")
+    if assignment.answered_at is None and assignment.released_at is not None:
+        # Left unanswered past the study's time-out: the slot went back to the pool. Taken back
+        # if the pair still has room; otherwise another rater has it.
+        from app.survey.assign import reacquire
+
+        if not reacquire(session, study, assignment):
+            raise VoteRefused(409, "this pair was given to another participant after "
+                                   f"{_duration(study.assignment_timeout_seconds)} without an answer, so this "
+                                   "answer was not recorded; please continue with the next pair")
     if assignment.answered_at is not None:
         raise VoteRefused(409, f"you already answered this pair (item {assignment.position}); your first answer "
                                "is kept")
@@ -126,13 +144,13 @@ def record_vote(session: Session, study: Study, rater: Rater, *, pair_id: str | 
         side=side, choice=choice_for(study, pair, assignment.a_side, side), a_side=assignment.a_side,
         position=assignment.position, client_ms=client, server_ms=round(server_ms, 1), images_loaded=images_loaded,
         load_ms=load, input=kind, too_fast=server_ms < study.min_answer_ms,
-        is_attention_check=pair.is_attention_check,
-        attention_passed=(side == SAME) if pair.is_attention_check else None, created_at=now)
+        is_attention_check=pair.is_attention_check, attention_passed=check_passed(pair, side), created_at=now)
     session.add(vote)
     try:
         session.flush()
         res = session.execute(update(Assignment).where(Assignment.id == assignment.id,
-                                                       Assignment.answered_at.is_(None))
+                                                       Assignment.answered_at.is_(None),
+                                                       Assignment.released_at.is_(None))
                               .values(answered_at=now).execution_options(synchronize_session=False))
         if res.rowcount != 1:
             raise IntegrityError("answered concurrently", None, Exception("assignment already answered"))
@@ -144,6 +162,22 @@ def record_vote(session: Session, study: Study, rater: Rater, *, pair_id: str | 
         session.commit()
     except IntegrityError:
         session.rollback()
+        released = session.scalar(select(Assignment.released_at).where(Assignment.id == assignment.id,
+                                                                       Assignment.answered_at.is_(None)))
+        if released is not None:
+            raise VoteRefused(409, "this pair was given to another participant just now, so this answer was not "
+                                   "recorded; please continue with the next pair") from None
         raise VoteRefused(409, f"you already answered this pair (item {assignment.position}); your first answer "
                                "is kept") from None
+    from app.survey.quality import after_vote
+
+    after_vote(session, study, rater, vote)
     return vote
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} hour{'s' if seconds != 3600 else ''}"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} minute{'s' if seconds != 60 else ''}"
+    return f"{seconds} seconds"

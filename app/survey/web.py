@@ -22,8 +22,18 @@ STATIC_DIR = PACKAGE_DIR / "static" / "survey"
 STATIC_URL = "/static/survey"
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
 
-CSP = ("default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; form-action 'self'; "
-       "base-uri 'none'; frame-ancestors 'none'")
+
+
+def csp(*, frame_ancestors: tuple[str, ...] = (), form_action: tuple[str, ...] = ()) -> str:
+    """The pages' policy: this server only. An MTurk study's pages may be framed by the MTurk hosts
+    (``frame_ancestors``) and post the finished HIT to its ``turkSubmitTo`` (``form_action``)."""
+    ancestors = " ".join(frame_ancestors) or "'none'"
+    actions = " ".join(["'self'", *form_action])
+    return ("default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; "
+            f"form-action {actions}; base-uri 'none'; frame-ancestors {ancestors}")
+
+
+CSP = csp()
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "Referrer-Policy": "no-referrer",
@@ -43,19 +53,22 @@ templates.env.filters["paragraphs"] = lambda text: [p.strip() for p in str(text)
 
 
 def render(request: Request, name: str, context: dict, status_code: int = 200,
-           headers: dict[str, str] | None = None) -> HTMLResponse:
+           headers: dict[str, str] | None = None, policy: str | None = None) -> HTMLResponse:
     response = templates.TemplateResponse(request, name, context, status_code=status_code)
     response.headers.update(SECURITY_HEADERS)
+    if policy:
+        response.headers["Content-Security-Policy"] = policy
     if headers:
         response.headers.update(headers)
     return response
 
 
 def message(request: Request, title: str, text: str, status_code: int = 200, *, link: str | None = None,
-            link_text: str | None = None, headers: dict[str, str] | None = None) -> HTMLResponse:
+            link_text: str | None = None, headers: dict[str, str] | None = None,
+            policy: str | None = None) -> HTMLResponse:
     return render(request, "survey/message.html",
                   {"title": title, "text": text, "link": link, "link_text": link_text or "Continue"},
-                  status_code=status_code, headers=headers)
+                  status_code=status_code, headers=headers, policy=policy)
 
 
 static_router = APIRouter(include_in_schema=False)

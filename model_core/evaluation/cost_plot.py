@@ -3,8 +3,8 @@
 One column per guidance method, one line per sampler and scale (points at its
 step counts; the marker tells the scale), the reference rows (the first
 sampler's) as a horizontal line with a band of +- that row's seed-to-seed
-difference when it was measured (``--seed-noise``). matplotlib is
-an optional dependency (``pip install robust-guidance[plot]``).
+difference when it was measured (``--seed-noise``). matplotlib is a
+dependency of the project.
 
     python -m model_core.evaluation.cost_plot OUT/results.json docs/quality_vs_evaluations.png
 """

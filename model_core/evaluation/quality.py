@@ -28,7 +28,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -148,7 +148,8 @@ def _row_key(pipe, settings: EvalSettings, method: str, scale: float, steps: str
 
 
 def run_evaluation(settings: EvalSettings, out: str | Path, *, device: str | None = None,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """``on_progress(done, total)`` sees the sampling steps (the progress bar's count), for a worker's job row."""
     from tqdm import tqdm
 
     from model_core.data import load_dataset
@@ -182,10 +183,18 @@ def run_evaluation(settings: EvalSettings, out: str | Path, *, device: str | Non
     plan = [(spec, m, sc, 0) for spec in specs for m, sc in rows]
     plan += [(specs[0], m, sc, 1) for m, sc in rows] if settings.seed_noise else []
     chunks = math.ceil(n / pipe.max_batch)
-    bar = tqdm(total=sum(chunks * spec.num_steps for spec, *_ in plan), desc=f"evaluate {preset.name}",
-               unit="step", disable=not progress)
+    total = sum(chunks * spec.num_steps for spec, *_ in plan)
+    bar = tqdm(total=total, desc=f"evaluate {preset.name}", unit="step", disable=not progress)
     multi = len(specs) > 1
     results = []
+    done = [0]  # tqdm does not count while disabled
+
+    def advance(k: int) -> None:
+        bar.update(k)
+        done[0] += k
+        if on_progress is not None:
+            on_progress(done[0], total)
+
     for spec, method, scale, seed_set in plan:
         first = seed_sets[seed_set]
         seeds = [first + i for i in range(n)]
@@ -198,11 +207,11 @@ def run_evaluation(settings: EvalSettings, out: str | Path, *, device: str | Non
             images = stored["images"]
             if "seconds_per_image" in stored.files:
                 seconds = float(stored["seconds_per_image"])
-            bar.update(chunks * spec.num_steps)
+            advance(chunks * spec.num_steps)
         else:
             start = time.perf_counter()
             images = np.stack(pipe.sample(labels, seeds, method, scale, spec.spec, spec.sampler,
-                                          callback=lambda *a: bar.update(1)))
+                                          callback=lambda *a: advance(1)))
             seconds = (time.perf_counter() - start) / n
             atomic_write(cache, lambda p: np.savez_compressed(p, images=images, labels=np.array(labels),
                                                               seeds=np.array(seeds),
@@ -250,12 +259,9 @@ def run_evaluation(settings: EvalSettings, out: str | Path, *, device: str | Non
     atomic_write_text(out / "results.json", json.dumps(report, indent=2) + "\n")
     (out / "results.md").write_text(markdown_table(report))
     if multi:
-        try:
-            from model_core.evaluation.cost_plot import plot_quality_against_cost
+        from model_core.evaluation.cost_plot import plot_quality_against_cost
 
-            report["plot"] = str(plot_quality_against_cost(report, out / "quality_vs_evaluations.png"))
-        except ImportError:  # matplotlib is optional: the table is the result, the plot a view of it
-            report["plot"] = None
+        report["plot"] = str(plot_quality_against_cost(report, out / "quality_vs_evaluations.png"))
     return report
 
 

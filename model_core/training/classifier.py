@@ -76,7 +76,12 @@ class ClassifierTrainConfig:
                                "({weight_decay}) non-negative", also=("lr_end", "weight_decay"))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        # Uniform t (the paper's, and every run before the knob) is recorded by leaving the field out, so runs
+        # and exported weights from before it still resume and compare equal.
+        if d["t_power"] == 1.0:
+            del d["t_power"]
+        return d
 
 
 def _load_data(cfg: ClassifierTrainConfig, split: str) -> ImageDataset:

@@ -83,14 +83,14 @@ def test_explicit_seeds_one_per_label():
 def test_api_survey_and_cli_resolve_the_same_request_alike(tmp_path):
     """Same fields in, same resolved settings out, through each caller's own front end."""
     from app.survey.studies import plan_study
+    from app.survey.schemas import StudyCreate
     from app.validation import validate_generation
 
     settings = make_settings(tmp_path, database_url="sqlite://", broker_url="memory://", redis_url=None)
     api = validate_generation(SimpleNamespace(preset="tiny", class_labels=[2, 3], guidance="pair", scale=None,
                                               steps="ddim5", sampler=None, seed=11), settings)
-    study = plan_study(SimpleNamespace(preset="tiny", method_a="robust", method_b="vanilla", scale_a=None,
-                                       scale_b=None, labels=[2, 3], num_pairs=None, seed=11, steps="ddim5",
-                                       sampler=None), settings)
+    study = plan_study(StudyCreate(preset="tiny", method_a="robust", method_b="vanilla", labels=[2, 3], seed=11,
+                                   steps="ddim5", attention_checks=False), settings)
     out = tmp_path / "cli"
     subprocess.run([sys.executable, "-m", "rguide", "sample", "--preset", "tiny", "--labels", "2,3", "--guidance",
                     "pair", "--steps", "ddim5", "--seed", "11", "--out", str(out), "--no-progress"],

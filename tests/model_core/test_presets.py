@@ -67,3 +67,37 @@ def test_presets_and_steps_import_without_torch():
             "model_core.presets.get_preset('tiny').to_public_dict(); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_demo_uncond_is_demo_with_an_unconditional_unet_and_the_same_classifiers():
+    demo, uncond = get_preset("demo"), get_preset("demo-uncond")
+    assert uncond.diffusion["model"]["class_cond"] is False and demo.diffusion["model"]["class_cond"] is True
+    assert {k: v for k, v in uncond.diffusion["model"].items() if k != "class_cond"} == \
+        {k: v for k, v in demo.diffusion["model"].items() if k != "class_cond"}
+    assert uncond.classifiers == demo.classifiers
+    assert uncond.diffusion["checkpoint"]["path"] != demo.diffusion["checkpoint"]["path"]
+    assert uncond.class_names == demo.class_names and uncond.extra["training"] == demo.extra["training"]
+
+
+def test_extends_merges_objects_replaces_lists_and_refuses_cycles_and_unknown_bases(tmp_path, monkeypatch):
+    import json
+
+    from model_core import presets
+
+    base = json.loads((presets.PRESET_DIR / "tiny.json").read_text())
+    (tmp_path / "base.json").write_text(json.dumps({**base, "name": "base"}))
+    (tmp_path / "child.json").write_text(json.dumps({"extends": "base", "name": "child",
+                                                     "diffusion": {"model": {"num_channels": 64}},
+                                                     "class_names": ["a", "b", "c", "d"]}))
+    (tmp_path / "loop1.json").write_text(json.dumps({"extends": "loop2", "name": "loop1"}))
+    (tmp_path / "loop2.json").write_text(json.dumps({"extends": "loop1", "name": "loop2"}))
+    (tmp_path / "orphan.json").write_text(json.dumps({"extends": "nope", "name": "orphan"}))
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)
+    child = presets._load(tmp_path / "child.json")
+    assert child.diffusion["model"]["num_channels"] == 64
+    assert child.diffusion["model"]["channel_mult"] == base["diffusion"]["model"]["channel_mult"]
+    assert child.class_names == ("a", "b", "c", "d")
+    with pytest.raises(ValueError, match="cycle"):
+        presets._load(tmp_path / "loop1.json")
+    with pytest.raises(ValueError, match="not a preset file"):
+        presets._load(tmp_path / "orphan.json")

@@ -213,13 +213,29 @@ def test_an_unknown_sampler_is_stored_as_data_and_refused_at_the_api_edge(Sessio
         GenerationRequest(preset="tiny", guidance="robust", class_labels=[0], sampler="euler")
 
 
-def test_the_sampler_migration_keeps_rows_and_the_other_checks_on_sqlite(tmp_path):
-    url = f"sqlite:///{tmp_path / 'm.db'}"
-    db.upgrade(url, "0002_survey")
-    with db.session_factory(url)() as s:
+def _rows_into_older_schema(tmp_path, url: str) -> None:
+    """A job with an image, made by today's code and stored in the older schema at ``url`` (its columns only)."""
+    from sqlalchemy import MetaData, insert
+
+    full = f"sqlite:///{tmp_path / 'full.db'}"
+    db.upgrade(full)
+    with db.session_factory(full)() as s:
         job, _ = jobs.create_job(s, SPEC)
         jobs.store_images(s, [_image_row(job.id)])
         s.commit()
+        rows = {t.name: [dict(r._mapping) for r in s.execute(select(t))] for t in (Job.__table__, Image.__table__)}
+    old = MetaData()
+    old.reflect(db.get_engine(url), only=list(rows))
+    with db.get_engine(url).begin() as conn:
+        for name, items in rows.items():
+            table = old.tables[name]
+            conn.execute(insert(table), [{k: v for k, v in row.items() if k in table.c} for row in items])
+
+
+def test_the_sampler_migration_keeps_rows_and_the_other_checks_on_sqlite(tmp_path):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    db.upgrade(url, "0002_survey")
+    _rows_into_older_schema(tmp_path, url)
     db.upgrade(url)
     with db.session_factory(url)() as s:
         assert s.scalar(select(func.count()).select_from(Image)) == 1  # the rebuild cascaded nothing away
@@ -257,7 +273,8 @@ def test_cursor_pagination_visits_every_job_once(Session):
             jobs.list_jobs(s, limit=3, cursor="not-a-cursor")
 
 
-SERVICE_TABLES = {"generation_jobs", "generation_images", "service_workers", "api_keys"}
+SERVICE_TABLES = {"generation_jobs", "generation_images", "generation_previews", "analysis_jobs",
+                  "service_workers", "api_keys"}
 
 
 def _schema_drift(url):
@@ -266,6 +283,7 @@ def _schema_drift(url):
     from alembic.migration import MigrationContext
 
     import app.keys  # noqa: F401  (its table is part of the metadata)
+    import worker.analysis_models  # noqa: F401
 
     def ours(obj, name, type_, reflected, compare_to):
         table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)

@@ -67,10 +67,33 @@
   var KEYS = { ArrowLeft: "left", "1": "left", ArrowRight: "right", "2": "right", ArrowDown: "same", "0": "same" };
   document.addEventListener("keydown", function (event) {
     if (event.altKey || event.ctrlKey || event.metaKey || event.repeat) { return; }
+    if (event.key === "Escape") { closeZoom(); return; }
     var answer = KEYS[event.key];
     if (!answer) { return; }
     event.preventDefault();  // no scrolling on arrow keys
     send(answer, "key");
+  });
+
+  // A tap (or click) on an image shows it as large as the screen allows; another tap or Escape closes it.
+  var zoomed = null;
+  function closeZoom() {
+    if (zoomed) { zoomed.parentNode.removeChild(zoomed); zoomed = null; }
+  }
+  form.classList.add("zoomable");
+  images.forEach(function (img) {
+    img.addEventListener("click", function () {
+      closeZoom();
+      zoomed = document.createElement("div");
+      zoomed.className = "zoom";
+      zoomed.setAttribute("role", "dialog");
+      zoomed.setAttribute("aria-label", img.alt + ", enlarged; tap to close");
+      var big = document.createElement("img");
+      big.src = img.src;
+      big.alt = img.alt;
+      zoomed.appendChild(big);
+      zoomed.addEventListener("click", closeZoom);
+      document.body.appendChild(zoomed);
+    });
   });
 
   // Coming back with the browser's Back button shows a cached page whose answer was sent: reload it.

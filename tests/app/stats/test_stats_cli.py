@@ -1,12 +1,16 @@
 """``rguide stats`` / ``rguide power`` end to end through rguide.cli.main, and the HTML report."""
 from __future__ import annotations
 
+import base64
+import csv
+import io
 import json
 import re
 
 import pytest
 
 from app.stats import compute_all, write_votes_csv
+from app.stats.export import latex_escape, table2_csv, table2_latex
 from app.stats.report import render_report
 from app.stats.synthetic import synthetic_study, votes_from_counts
 from rguide.cli import main
@@ -92,13 +96,38 @@ def test_report_is_self_contained_and_escapes_data():
     stats = compute_all(votes, n_boot=100)
     html = render_report(stats, title="Study <1>", images={"<b>x</b>": ["a.png", "https://example.org/b.png"]})
     assert "<script" not in html.lower() and "<link" not in html.lower() and "@import" not in html
-    # The only URLs are the pair images passed in (and the SVG namespace, which is never fetched).
+    # The only URLs are the pair images passed in (and the SVG namespace, which is never fetched),
+    # besides Table 2's downloads, which are embedded in the page.
     urls = set(re.findall(r'(?:src|href)="([^"]+)"', html))
-    assert urls == {"a.png", "https://example.org/b.png"}
+    embedded = {u for u in urls if u.startswith(("data:text/csv;", "data:text/x-tex;"))}
+    assert urls - embedded == {"a.png", "https://example.org/b.png"} and len(embedded) == 2
+    csv_url = next(u for u in embedded if u.startswith("data:text/csv"))
+    assert base64.b64decode(csv_url.split(",", 1)[1]).decode() == table2_csv(stats)
     assert "Study &lt;1&gt;" in html and "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html
     assert re.search(r"<th>Threshold</th><th>Robust</th><th>Vanilla</th><th>No Preference</th>", html)
     with pytest.raises(ValueError, match="not allowed"):
         render_report(stats, title="t", images={"p2": ["javascript:alert(1)", "b.png"]})
+
+
+def test_table2_as_csv_and_latex_with_intervals(hand_csv, tmp_path, capsys):
+    stats = compute_all(votes_from_counts({"p1": (3, 1, 0), "p2": (0, 2, 1), "p3": (1, 1, 0), "p_4": (2, 0, 0)}),
+                        n_boot=0)
+    rows = list(csv.DictReader(io.StringIO(table2_csv(stats))))
+    assert [r["threshold_percent"] for r in rows] == ["50", "60", "70", "80"]
+    first = stats["thresholds"][0]
+    assert rows[0]["robust_pairs"] == str(first["counts"]["robust"]) == "2"
+    assert rows[0]["robust_percent"] == "50.0" and rows[0]["no_preference_percent"] == "25.0"
+    lo, hi = first["ci"]["robust"]
+    assert (rows[0]["robust_ci_low"], rows[0]["robust_ci_high"]) == (f"{100 * lo:.1f}", f"{100 * hi:.1f}")
+    tex = table2_latex(stats)
+    assert r"Threshold & Robust & Vanilla & No Preference \\" in tex and tex.count(r"\%") >= 12
+    assert r"\begin{tabular}{lccc}" in tex and "\\toprule" in tex and f"[{100 * lo:.1f}, {100 * hi:.1f}]" in tex
+    assert latex_escape("a_b & 50%") == r"a\_b \& 50\%"
+    # From the command line, next to the other outputs.
+    out_csv, out_tex = tmp_path / "t2.csv", tmp_path / "t2.tex"
+    assert main(["stats", str(hand_csv), "--bootstrap", "0", "--table2-csv", str(out_csv),
+                 "--table2-tex", str(out_tex)]) == 0
+    assert out_csv.read_text().startswith("threshold_percent,robust_percent") and "tabular" in out_tex.read_text()
 
 
 def test_report_plot_has_one_mark_per_pair():

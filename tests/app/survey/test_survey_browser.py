@@ -18,160 +18,27 @@ server. Screenshots of the pair page land in test-artifacts/.
 """
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-from types import SimpleNamespace
-
 import httpx
 import pytest
-from conftest import REPO, service_unavailable
 from sqlalchemy import create_engine, text
+from survey_browser_support import ARTIFACTS, RaterBrowser, Recorder, browser, rguide_up  # noqa: F401 (fixtures)
+from survey_browser_support import consent as _consent
+from survey_browser_support import open_study as _open
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(400)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = REPO / "test-artifacts"
-SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "RGUIDE_BROKER_URL", "RGUIDE_MEDIA_DIR", "RGUIDE_QUEUE", "RGUIDE_HOST")
 PID = "60f1c0ffee0ddba11cafe001"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rguide() -> list[str]:
-    exe = REPO / ".venv" / "bin" / "rguide"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "rguide"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file():
-        service_unavailable(f"Chromium is not installed at {CHROMIUM} (Debian package 'chromium')")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        service_unavailable("the playwright Python package is not installed (pip install playwright)")
-    with sync_playwright() as pw:
-        try:
-            chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        except Exception as exc:
-            service_unavailable(f"Chromium at {CHROMIUM} does not start: {exc}")
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory):
-    """`rguide up` on a free port with its embedded defaults, and a researcher key made by `rguide keys`."""
-    tmp = tmp_path_factory.mktemp("survey-up")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
-    env.update(RGUIDE_DATA_DIR=str(tmp / "data"), RGUIDE_PORT=str(port), RGUIDE_PRESET="tiny",
-               PYTHONUNBUFFERED="1")
-    log_path = tmp / "up.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(_rguide() + ["up"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "rguide up not ready:\n" + log_path.read_text(errors="replace")[-3000:]
-            time.sleep(0.3)
-        made = subprocess.run(_rguide() + ["keys", "create", "--name", "browser test"], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=120)
-        assert made.returncode == 0, made.stderr
-        yield SimpleNamespace(url=url, key=made.stdout.strip(), data_dir=tmp / "data", log=log_path)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
+    with rguide_up(tmp_path_factory.mktemp("survey-up")) as service:
+        yield service
 
 
 def _open_study(up) -> dict:
-    headers = {"Authorization": f"Bearer {up.key}"}
-    with httpx.Client(base_url=up.url, headers=headers, timeout=30) as http:
-        r = http.post("/v1/surveys", json={
-            "title": "Robust or vanilla?", "preset": "tiny", "num_pairs": 4, "seed": 2023, "steps": "ddim4",
-            "raters_per_pair": 3, "attention_checks": True, "attention_checks_per_rater": 1, "min_answer_ms": 0,
-            "completion_code": "BROWSER-OK"})
-        assert r.status_code == 202, r.text
-        location = r.headers["location"]
-        deadline = time.monotonic() + 180
-        while (study := http.get(location).json())["status"] == "generating":
-            assert time.monotonic() < deadline, (study, up.log.read_text(errors="replace")[-3000:])
-            time.sleep(0.3)
-    assert study["status"] == "open", study
-    return study
-
-
-class Recorder:
-    """Every request a browser context makes, and every console error or failed load."""
-
-    def __init__(self, context):
-        self.requests: list[str] = []
-        self.problems: list[str] = []
-        context.on("request", lambda req: self.requests.append(req.url))
-        context.on("requestfailed", lambda req: self.problems.append(f"failed: {req.url} {req.failure}"))
-        context.on("console", lambda msg: msg.type == "error" and self.problems.append(f"console: {msg.text}"))
-
-
-class RaterBrowser:
-    def __init__(self, page, expected: dict, js: bool = True):
-        self.page, self.expected, self.js = page, expected, js
-
-    @property
-    def pair_id(self) -> str:
-        return self.page.input_value("input[name=pair]")
-
-    @property
-    def done(self) -> bool:
-        return self.page.locator("#completion-code").count() > 0
-
-    def ready(self) -> str:
-        if self.js:  # the script enables the buttons once both images are on screen
-            self.page.wait_for_selector("#btn-left:not([disabled])", timeout=20000)
-            assert self.page.input_value("input[name=loaded]") == "1"
-        return self.pair_id
-
-    def answer(self, how: str, side: str, key: str | None = None, tap: bool = False) -> None:
-        pair = self.ready()
-        with self.page.expect_navigation():
-            if how == "key":
-                self.page.keyboard.press(key)
-            elif tap:
-                self.page.tap(f"#btn-{side}")
-            else:
-                self.page.click(f"#btn-{side}")
-        self.expected[pair] = (side, how if self.js else "form")
-
-
-def _consent(page, tap: bool = False) -> None:
-    assert "Which image is more realistic, and more aligned to the description?" in page.content()
-    page.check("input[name=consent]")
-    with page.expect_navigation():
-        (page.tap if tap else page.click)("#start")
+    return _open(up, title="Robust or vanilla?", num_pairs=4, seed=2023, raters_per_pair=3, attention_checks=True,
+                 attention_checks_per_rater=1, min_answer_ms=0, completion_code="BROWSER-OK")
 
 
 def test_two_raters_and_a_no_script_rater_complete_the_study_in_chromium(up, browser):
@@ -252,11 +119,16 @@ def test_two_raters_and_a_no_script_rater_complete_the_study_in_chromium(up, bro
     page.fill("#api_key", up.key)
     with page.expect_navigation():
         page.click("button[type=submit]")
-    assert page.url.endswith(f"/researcher/surveys/{sid}") and "3\nraters (3 finished)" in page.inner_text("main")
+    assert page.url.endswith(f"/researcher/surveys/{sid}")
+    assert "3\nraters recruited (3 completed)" in page.inner_text("main")
     assert page.inner_text("#rater-url") == link
     page.screenshot(path=str(ARTIFACTS / "survey-researcher.png"), full_page=True)
     with page.expect_navigation():
-        page.click("#close-study")
+        page.click("#close-study")  # asks first
+    assert "Close \u201cRobust or vanilla?\u201d?" in page.inner_text("h1")
+    page.screenshot(path=str(ARTIFACTS / "survey-researcher-close.png"), full_page=True)
+    with page.expect_navigation():
+        page.click("#confirm")
     assert page.locator(".badge.closed").count() == 1
     office.close()
 
@@ -292,7 +164,7 @@ def test_two_raters_and_a_no_script_rater_complete_the_study_in_chromium(up, bro
             assert v["a_side"] in ("left", "right") and v["completed_at"] is not None
             if side == "same":
                 assert v["choice"] == "same"
-            elif v["is_attention_check"]:
+            elif v["is_attention_check"] and v["check_method"]:
                 assert v["choice"] == v["check_method"]
             else:
                 assert v["choice"] == ("robust" if side == v["a_side"] else "vanilla")

@@ -94,11 +94,18 @@ def test_a_study_generates_seed_matched_pairs_then_opens_with_a_frozen_manifest(
         assert p["seed"] == FAST["seed"] + i
         robust, vanilla = p["images"]["robust"], p["images"]["vanilla"]
         assert robust["sha256"] != vanilla["sha256"] and (robust["scale"], vanilla["scale"]) == (1.0, 0.5)
-        # The hash is the stored file's: anyone can check the images against the manifest.
-        png = api.get(f"/v1/images/{robust['image_id']}.png").content
+        # The hash is the stored file's: the researcher can check the images against the manifest
+        # (a study's originals are served to its researchers only: raters must stay blind).
+        png = api.get(f"/v1/images/{robust['image_id']}.png", headers=api.hdr).content
         assert hashlib.sha256(png).hexdigest() == robust["sha256"]
+        assert api.get(f"/v1/images/{robust['image_id']}.png").status_code == 404
+    # The attention checks are instructed (Left, then Right) and use images of their own: labels drawn
+    # apart, seeds after the real pairs', so no check shows an image of a real pair.
     real_hashes = {im["sha256"] for p in real for im in p["images"].values()}
-    assert all(c["image"]["sha256"] in real_hashes and c["correct_answer"] == "same" for c in checks)
+    assert [c["correct_answer"] for c in checks] == ["left", "right"]
+    assert [c["seed"] for c in checks] == [FAST["seed"] + 6, FAST["seed"] + 7]
+    for c in checks:
+        assert c["check_kind"] == "instructed" and not {im["sha256"] for im in c["images"].values()} & real_hashes
 
     # Frozen: votes and closing change nothing in it.
     Rater.new(api.app, sid).start().finish()
@@ -151,7 +158,9 @@ def test_a_failed_generation_fails_the_study(api):
 
     with api.app.state.sessions() as s:
         job_id = s.scalars(select(Job.id)).one()
-    assert api.post(f"/v1/generations/{job_id}/cancel").status_code == 200
+    # A study's job is its researcher's: no one else can see or cancel it.
+    assert api.post(f"/v1/generations/{job_id}/cancel").status_code == 404
+    assert api.post(f"/v1/generations/{job_id}/cancel", headers=api.hdr).status_code == 200
     status = api.get(f"/v1/surveys/{study['id']}", headers=api.hdr).json()
     assert status["status"] == "failed" and "canceled" in status["error"]
     assert api.get(f"/s/{study['id']}").status_code == 410
@@ -169,15 +178,18 @@ def test_a_rater_answers_every_pair_once_and_gets_the_completion_code(api):
     while not rater.done:
         seen.append(rater.pair_id)
         assert re.search(r'<progress id="progress" max="5" value="%d"' % (len(seen) - 1), rater.page)
+        if rater.instruction:  # the attention check says which side to choose: "left" (the first check)
+            assert rater.instruction == "left" and "Attention check" in rater.page
+            answers[len(seen) - 1] = rater.instruction
         assert rater.vote(answers[len(seen) - 1]).status_code == 200
     assert len(seen) == len(set(seen)) == 5
-    assert "THANKS-42" in rater.page
+    assert rater.completed and "THANKS-42" in rater.page
     votes = _votes(api)
     assert [v.pair_id for v in votes] == seen and [v.position for v in votes] == [1, 2, 3, 4, 5]
     assert [v.side for v in votes] == answers
     for v in votes:
         if v.is_attention_check:
-            assert v.choice in ("robust", "vanilla", "same") and v.attention_passed == (v.side == "same")
+            assert v.choice in ("robust", "vanilla", "same") and v.attention_passed is True
         elif v.side == "same":
             assert v.choice == "same"
         else:
@@ -301,7 +313,7 @@ def test_the_pages_are_self_contained(api):
 
 @pytest.fixture
 def two_raters(api):
-    study = open_study(api, api.key, num_pairs=3, min_answer_ms=500)
+    study = open_study(api, api.key, num_pairs=3, min_answer_ms=3000)
     a = Rater.new(api.app, study["id"]).start()
     b = Rater.new(api.app, study["id"]).start()
     return study, a, b
@@ -411,7 +423,7 @@ def _assigned_earlier(api, seconds: float) -> None:
 def test_timing_loading_and_the_too_fast_flag_are_recorded(api, two_raters):
     _, a, _ = two_raters
     a.vote("right", loaded="1", load_ms="120", client_ms="250", input="key")
-    _assigned_earlier(api, 2.0)
+    _assigned_earlier(api, 5.0)
     a.vote("same", loaded="1", load_ms="80", client_ms="1900", input="click")
     fast, slow = _votes(api)
     assert (fast.images_loaded, fast.load_ms, fast.client_ms, fast.input, fast.too_fast) == (True, 120, 250, "key", True)
@@ -424,36 +436,93 @@ def test_the_too_fast_flag_trusts_the_servers_clock_not_the_clients(api, two_rat
     _, a, _ = two_raters
     a.vote("left", loaded="1", load_ms="90", client_ms="4000", input="click")
     (vote,) = _votes(api)
-    assert vote.client_ms == 4000 and vote.server_ms < 500 and vote.too_fast is True
+    assert vote.client_ms == 4000 and vote.server_ms < 3000 and vote.too_fast is True
 
 
 # -- attention checks, exports, statistics ------------------------------------------------------------------
 
 def test_attention_checks_flag_and_exclude_careless_raters(api):
-    study = open_study(api, api.key, num_pairs=3, attention_checks=True, attention_checks_per_rater=1,
-                       min_answer_ms=0)
-    from worker.survey_models import SurveyPair
+    """An explicit check ("choose Left") ends a careless rater's session at once, with the screen-out code,
+    out of the statistics and the completion counts; a one-sided rater who follows the checks is flagged."""
+    import csv
+    import io
 
-    with api.app.state.sessions() as s:
-        checks = {p.id for p in s.scalars(select(SurveyPair).where(SurveyPair.is_attention_check.is_(True)))}
-    careful = Rater.new(api.app, study["id"]).start()
-    careful.finish(lambda i, pair: "same" if pair in checks else ("left" if i % 2 else "right"))
-    careless = Rater.new(api.app, study["id"]).start()
-    careless.finish(lambda i, pair: "left")
+    study = open_study(api, api.key, num_pairs=4, attention_checks=True, attention_checks_per_rater=2,
+                       min_answer_ms=0, flag_min_answers=3, raters_per_pair=3)
+    sid = study["id"]
+    assert [study["exits"][k]["code"] for k in ("completed", "failed_checks")] == [
+        study["completion_code"], study["exits"]["failed_checks"]["code"]]
+    careful = Rater.new(api.app, sid).start()
+    careful.finish(lambda i, pair: ["left", "right", "same"][i % 3])
+    assert careful.outcome == "completed"
+    one_sided = Rater.new(api.app, sid).start()
+    one_sided.finish(lambda i, pair: "left")
+    assert one_sided.outcome == "completed"
+    careless = Rater.new(api.app, sid).start()
+    careless.finish(lambda i, pair: "same", follow_checks=False)  # "Same" to everything, checks included
+    assert careless.outcome == "failed_checks" and not careless.completed
+    assert study["exits"]["failed_checks"]["code"] in careless.page
+    # Their session is over: the pair page sends them to their exit, and no further answer counts.
+    assert careless.load().url.path.endswith("/done") and 'data-outcome="failed_checks"' in careless.page
 
-    status = api.get(f"/v1/surveys/{study['id']}", headers=api.hdr).json()
-    assert status["failed_attention_raters"] == 1 and status["answers"] == 6
-    rows = api.get(f"/v1/surveys/{study['id']}/votes?format=json", headers=api.hdr).json()["votes"]
-    assert len(rows) == 8
+    status = api.get(f"/v1/surveys/{sid}", headers=api.hdr).json()
+    careless_real = len([v for v in careless.history if v["status"] == 200]) - 1  # the failed check
+    assert status["failed_attention_raters"] == 1 and status["raters_excluded"] == 1
+    assert status["raters"] == 3 and status["raters_completed"] == 2
+    assert status["answers"] == 8 and status["answers_all"] == 8 + careless_real
+    assert status["completion"] == round(8 / 12, 4)
+    rows = api.get(f"/v1/surveys/{sid}/votes?format=json", headers=api.hdr).json()["votes"]
     check_rows = [r for r in rows if r["attention_check"]]
-    assert sorted(r["attention_passed"] for r in check_rows) == [False, True]
+    assert sorted(r["check_answer"] for r in check_rows if r["attention_passed"]) == ["left", "left", "right", "right"]
     failed_rater = next(r["rater_id"] for r in check_rows if not r["attention_passed"])
     assert all(r["rater_failed_checks"] == (r["rater_id"] == failed_rater) for r in rows)
 
-    stats = api.get(f"/v1/surveys/{study['id']}/results?n_boot=0", headers=api.hdr).json()
-    assert stats["n_answers"] == 3 and stats["n_raters"] == 1  # the careless rater and the checks are out
+    stats = api.get(f"/v1/surveys/{sid}/results?n_boot=0", headers=api.hdr).json()
+    assert stats["n_answers"] == 8 and stats["n_raters"] == 2  # the careless rater and the checks are out
     assert stats["exclusions"]["excluded_raters"] == [failed_rater]
     assert stats["study"]["manifest_sha256"] == status["manifest_sha256"]
+
+    # The per-rater table: status, code given, checks, share of Same, flags.
+    table = list(csv.DictReader(io.StringIO(api.get(f"/v1/surveys/{sid}/raters", headers=api.hdr).text)))
+    by_id = {r["rater_id"]: r for r in table}
+    bad = by_id[failed_rater]
+    assert (bad["status"], bad["exclusion_reason"], bad["checks_failed"], bad["same_share"]) == (
+        "excluded", "failed_checks", "1", "1.0")
+    assert bad["exit_code"] == study["exits"]["failed_checks"]["code"]
+    one_sided_rows = [r for r in table if "one_side" in r["flags"]]
+    assert len(one_sided_rows) == 1 and one_sided_rows[0]["flags"] == "one_side"
+    assert one_sided_rows[0]["status"] == "completed" and one_sided_rows[0]["left_answers"] == "4"
+    assert one_sided_rows[0]["exit_code"] == study["completion_code"]
+    # The careless rater is flagged for "Same" once they gave enough real answers before the check ended it.
+    assert bad["flags"] == ("mostly_same" if careless_real >= 3 else "")
+    assert not by_id[next(r for r in by_id if r not in (failed_rater, one_sided_rows[0]["rater_id"]))]["flags"]
+
+
+def test_a_straight_liner_is_flagged_and_excluded_when_the_study_says_so(api):
+    """With identical-image checks "Same" passes them, so an all-Same rater gets through the checks:
+    the mostly_same flag catches them, and exclude_flags turns it into an exclusion."""
+    study = open_study(api, api.key, num_pairs=5, attention_checks=True, attention_checks_per_rater=1,
+                       attention_check_kind="identical", flag_min_answers=4, exclude_flags=["mostly_same"],
+                       min_answer_ms=0)
+    from worker.survey_models import SurveyPair
+
+    sid = study["id"]
+    assert "same image on both sides" in TestClient(api.app).get(f"/s/{sid}").text
+    with api.app.state.sessions() as s:
+        checks = set(s.scalars(select(SurveyPair.id).where(SurveyPair.is_attention_check.is_(True))))
+    lazy = Rater.new(api.app, sid).start()
+    lazy.finish(lambda i, pair: "same")
+    assert lazy.outcome == "completed"  # the checks were passed, so they see their completion code
+    honest = Rater.new(api.app, sid).start()
+    honest.finish(lambda i, pair: "same" if pair in checks else ["left", "right"][i % 2])
+    assert honest.outcome == "completed"
+    rows = api.get(f"/v1/surveys/{sid}/raters?format=json", headers=api.hdr).json()
+    flagged = [r for r in rows["raters"] if r["flags"]]
+    assert len(flagged) == 1 and "mostly_same" in flagged[0]["flags"] and flagged[0]["same_share"] == 1.0
+    assert flagged[0]["status"] == "excluded" and flagged[0]["exclusion_reason"] == "flagged: mostly_same"
+    assert rows["counts"]["excluded"] == 1 and rows["counts"]["excluded_by_reason"] == {"flagged: mostly_same": 1}
+    stats = api.get(f"/v1/surveys/{sid}/results?n_boot=0", headers=api.hdr).json()
+    assert stats["n_raters"] == 1 and stats["exclusions"]["n_votes_flagged"] == 6
 
 
 def test_exports_carry_sides_choices_and_read_back_into_the_statistics(api):
@@ -493,28 +562,68 @@ def test_results_before_any_vote_say_why(api):
 def test_researcher_pages_sign_in_show_status_and_close(api):
     study = open_study(api, api.key, num_pairs=2, title="Tiny check", raters_per_pair=5)
     Rater.new(api.app, study["id"]).start().vote("left")
+    sid = study["id"]
     web = TestClient(api.app)
-    page = web.get(f"/researcher/surveys/{study['id']}")
+    page = web.get(f"/researcher/surveys/{sid}")
     assert page.url.path == "/researcher/login"
     bad = web.post("/researcher/login", data={"api_key": "rg_wrong", "next": "/researcher/surveys"})
     assert bad.status_code == 401 and "not recognised" in bad.text
-    assert web.get(f"/v1/surveys/{study['id']}").status_code == 401
-    r = web.post("/researcher/login", data={"api_key": api.key, "next": f"/researcher/surveys/{study['id']}"})
+    assert web.get(f"/v1/surveys/{sid}").status_code == 401
+    r = web.post("/researcher/login", data={"api_key": api.key, "next": f"/researcher/surveys/{sid}"})
     assert r.status_code == 200 and "Tiny check" in r.text
-    assert "<span class=\"n\">1</span> of 10 answers" in r.text and r.headers["refresh"] == "10"
+    assert "<span class=\"n\">1</span> of 10 usable answers" in r.text and r.headers["refresh"] == "10"
+    # Every exit's code is listed for registering on the platform.
+    for code in (e["code"] for e in study["exits"].values()):
+        assert f"<code>{code}</code>" in r.text
+    # Preference counts stay hidden while collecting, unless asked for.
+    assert 'id="preferences-hidden"' in r.text and "<th>robust</th>" not in r.text
+    assert "<th>robust</th>" in web.get(f"/researcher/surveys/{sid}?preferences=1").text
+    assert api.get(f"/v1/surveys/{sid}", headers=api.hdr).json()["pairs"][0]["choices"] is None
+    assert api.get(f"/v1/surveys/{sid}?preferences=true", headers=api.hdr).json()["pairs"][0]["choices"] is not None
     assert "Tiny check" in web.get("/researcher/surveys").text
     # The links on the page work with the session cookie.
-    for link in ("results?n_boot=0", "votes", "votes?format=tidy", "manifest"):
-        assert web.get(f"/v1/surveys/{study['id']}/{link}").status_code == 200, link
-    # Closing needs the page's CSRF token.
-    refused = web.post(f"/researcher/surveys/{study['id']}/close", data={})
-    assert refused.status_code == 403 and api.get(f"/v1/surveys/{study['id']}", headers=api.hdr).json()[
-        "status"] == "open"
-    closed = web.post(f"/researcher/surveys/{study['id']}/close", data={"csrf": field_value(r.text, "csrf")})
-    assert closed.status_code == 200 and "badge closed" in closed.text
+    for link in ("results?n_boot=0", "votes", "votes?format=tidy", "manifest", "raters", "raters?format=json",
+                 "table2", "table2?format=latex"):
+        assert web.get(f"/v1/surveys/{sid}/{link}").status_code == 200, link
+    # Closing asks first; the confirmation's form needs the page's CSRF token.
+    confirm = web.get(f"/researcher/surveys/{sid}/close")
+    assert confirm.status_code == 200 and "Close \u201cTiny check\u201d?" in confirm.text and "reopen" in confirm.text
+    refused = web.post(f"/researcher/surveys/{sid}/close", data={})
+    assert refused.status_code == 403 and api.get(f"/v1/surveys/{sid}", headers=api.hdr).json()["status"] == "open"
+    closed = web.post(f"/researcher/surveys/{sid}/close", data={"csrf": field_value(confirm.text, "csrf")})
+    assert closed.status_code == 200 and "badge closed" in closed.text and 'id="reopen-study"' in closed.text
+    # Reopened: open again, and the report lists it.
+    reopened = web.post(f"/researcher/surveys/{sid}/reopen", data={"csrf": field_value(closed.text, "csrf")})
+    assert reopened.status_code == 200 and "badge open" in reopened.text and "reopened" in reopened.text
     # Signing out ends the session; a revoked key ends it too.
     web.post("/researcher/logout")
-    assert web.get(f"/v1/surveys/{study['id']}").status_code == 401
+    assert web.get(f"/v1/surveys/{sid}").status_code == 401
+
+
+def test_caps_are_raised_never_lowered_and_every_change_is_logged(api):
+    study = open_study(api, api.key, num_pairs=2, raters_per_pair=1, pairs_per_rater=1)
+    sid = study["id"]
+    for _ in range(2):
+        Rater.new(api.app, sid).start().finish()
+    late = TestClient(api.app)
+    assert 'data-outcome="full"' in late.get(f"/s/{sid}").text
+    r = api.patch(f"/v1/surveys/{sid}", json={"raters_per_pair": 0}, headers=api.hdr)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "raters_per_pair"]
+    lowered = api.patch(f"/v1/surveys/{sid}", json={"pairs_per_rater": 1, "raters_per_pair": 1}, headers=api.hdr)
+    assert lowered.status_code == 200 and lowered.json()["amendments"] == []  # nothing changed
+    r = api.patch(f"/v1/surveys/{sid}", json={"raters_per_pair": 2, "pairs_per_rater": 5}, headers=api.hdr)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["raters_per_pair"], body["pairs_per_rater"]) == (2, 2)  # at most every pair
+    assert [(m["field"], m["old"], m["new"]) for m in body["amendments"]] == [
+        ("raters_per_pair", 1, 2), ("pairs_per_rater", 1, 2)]
+    # Room again: a new rater takes part, and sees both pairs.
+    assert Rater.new(api.app, sid).start().finish() == 2
+    # Lowering is refused; the page says why.
+    r = api.patch(f"/v1/surveys/{sid}", json={"raters_per_pair": 1}, headers=api.hdr)
+    assert r.status_code == 422 and "only be raised" in r.json()["detail"][0]["msg"]
+    # The manifest is untouched by it all.
+    assert api.get(f"/v1/surveys/{sid}/manifest", headers=api.hdr).json()["settings"]["raters_per_pair"] == 1
 
 
 def test_a_revoked_key_ends_researcher_sessions(api):

@@ -75,6 +75,48 @@ def test_concurrent_raters_keep_caps_and_counterbalancing(pg_api):
     assert sum(n for _, n in per_rater) == 28 and all(1 <= n <= 4 for _, n in per_rater)
 
 
+def test_releases_and_exclusions_under_concurrency_keep_the_live_counts_true(pg_api):
+    """Raters take pairs while others abandon theirs (released past the time-out) and one is excluded:
+    each pair's live counters always equal its unreleased assignments, within the cap."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from app.survey import assign, quality
+    from app.survey.voting import VoteRefused, record_vote
+    from worker.survey_models import Assignment, Rater, Study, SurveyPair
+
+    study_out = open_study(pg_api, pg_api.key, num_pairs=3, raters_per_pair=6, assignment_timeout_seconds=30)
+    Session = pg_api.app.state.sessions
+
+    def rater(i):
+        with Session() as s:
+            study = s.get(Study, study_out["id"])
+            r = assign.start_rater(s, study, f"r-{i}", assign.Participant())
+            while (a := assign.current_assignment(s, study, r)) is not None:
+                if i % 2 == 0:  # this one walks away: their pair looks abandoned long ago
+                    s.execute(update(Assignment).where(Assignment.id == a.id)
+                              .values(assigned_at=a.assigned_at - timedelta(seconds=60)))
+                    s.commit()
+                    assign.release_expired(s, study)
+                    return
+                try:
+                    record_vote(s, study, r, pair_id=a.pair_id, answer="left")
+                except VoteRefused as exc:  # released and taken by someone else meanwhile
+                    assert "given to another participant" in exc.message
+                    return
+            if i == 1:
+                quality.exclude(s, s.get(Rater, r.id), "researcher")
+
+    _run_threads(16, rater)
+    with Session() as s:
+        for p in s.scalars(select(SurveyPair).where(SurveyPair.study_id == study_out["id"])):
+            live = list(s.scalars(select(Assignment.a_side).where(Assignment.pair_id == p.id,
+                                                                  Assignment.released_at.is_(None))))
+            assert (p.n_a_left, p.n_a_right) == (live.count("left"), live.count("right"))
+            assert len(live) <= 6
+
+
 def test_simultaneous_identical_votes_store_one(pg_api):
     from app.survey import assign
     from app.survey.voting import VoteRefused, record_vote

@@ -1,0 +1,171 @@
+"""``rguide pilot``: a machine-rater pilot of a pairwise study, before paying human raters.
+
+Samples the preset's comparison as seed-matched pairs, lets the machine judge
+(``model_core.evaluation.judge``) answer the survey's question through
+simulated raters, and runs the survey's statistics and the power planner on
+those answers. The votes are written to their own CSV with ``machine-`` rater
+ids; they are never stored with a study's human votes. docs/survey.md says
+what the proxy can and cannot tell.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rguide.cli import CLIError
+
+# How the core's setting names are spelled on this command line.
+SETTING_FLAGS = {"per_class": "--per-class", "scales": "--scale", "judge_weights": "--judge",
+                 "real_data": "--real-data", "realism_weight": "--realism-weight", "same_margin": "--same-margin",
+                 "noise": "--noise", "raters": "--raters", "k": "--k", "preset": "--preset",
+                 "steps": "--steps", "sampler": "--sampler"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pilot", help="machine-rater pilot: judge seed-matched pairs, then statistics and study size",
+        description="For every label and seed, samples the preset's comparison (robust vs vanilla by default) "
+                    "as a seed-matched pair, scores each image by the judge network's log-probability of the "
+                    "requested class plus the log realism score of Kynkaanniemi et al. against real images, "
+                    "simulates raters who answer Left/Right/Same around the judge's preference, and runs the "
+                    "survey's statistics and the power planner on those machine votes. Resumable: samples are "
+                    "cached in OUT/samples.")
+    p.add_argument("--preset", default=None, help="default: the default preset")
+    p.add_argument("--per-class", type=int, default=10, help="pairs per class (seeds SEED .. SEED+N-1)")
+    p.add_argument("--labels", default=None, help="comma-separated class indices or names (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="first seed; also seeds the simulated raters")
+    p.add_argument("--steps", default=None, help="steps spec (default: the preset's)")
+    p.add_argument("--sampler", default=None)
+    p.add_argument("--scale", default=None, help="method=scale,... for the comparison's arms (default: preset's)")
+    p.add_argument("--judge", default=None,
+                   help="judge network file with features and class logits (default: the preset's digit CNN)")
+    p.add_argument("--real-data", default=None, help="real images for the realism score (default: held-out)")
+    p.add_argument("--realism-weight", type=float, default=1.0, help="weight of log realism against log p(y|x)")
+    p.add_argument("--same-margin", type=float, default=0.5, help="|u_A - u_B| below this is answered 'same'")
+    p.add_argument("--noise", type=float, default=1.0, help="scale of each simulated rater's logistic noise")
+    p.add_argument("--raters", type=int, default=5, help="simulated raters per pair")
+    p.add_argument("--k", type=int, default=3, help="neighbours of the realism score")
+    p.add_argument("--plan-raters", default="5,10,15,20,25,30,40", help="raters per pair for the planning table")
+    p.add_argument("--out", type=Path, required=True, help="folder for images, votes, statistics and report")
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_pilot)
+
+
+def _scales(text: str | None) -> dict[str, float]:
+    if not text:
+        return {}
+    out = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise CLIError(f"--scale {text!r}: write method=scale pairs such as robust=2,vanilla=2") from None
+    return out
+
+
+def _labels(text: str | None) -> list | None:
+    if text is None:
+        return None
+    return [int(s) if s.strip().isdigit() else s.strip() for s in text.split(",") if s.strip()]
+
+
+def votes_from_pilot(result: dict) -> list:
+    """The pilot's simulated answers as survey votes (rater ids ``machine-NN``, study id ``machine-pilot``)."""
+    from app.stats.votes import SAME, Vote
+
+    a, b = result["methods"]
+    votes = []
+    for rec in result["pairs"]:
+        for j, ans in enumerate(rec["answers"]):
+            choice = {"a": a, "b": b, "same": SAME}[ans["answer"]]
+            votes.append(Vote(pair_id=rec["pair_id"], rater_id=f"machine-{j + 1:02d}", choice=choice,
+                              study_id="machine-pilot", label=rec["label"], class_name=rec["class_name"],
+                              seed=rec["seed"], robust_side=ans["side_a"], position=None))
+    return votes
+
+
+def run_pilot(args: argparse.Namespace) -> int:
+    from model_core.errors import SettingError
+    from model_core.evaluation.judge import JudgeSettings
+    from model_core.evaluation.pilot import PilotSettings, run_pilot as core_pilot
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        judge = JudgeSettings(realism_weight=args.realism_weight, same_margin=args.same_margin, noise=args.noise,
+                              raters=args.raters, k=args.k, seed=args.seed)
+        settings = PilotSettings(preset=args.preset or _default_preset(), per_class=args.per_class,
+                                 labels=_labels(args.labels), seed=args.seed, steps=args.steps,
+                                 sampler=args.sampler, scales=_scales(args.scale), judge=judge,
+                                 judge_weights=args.judge, real_data=args.real_data)
+        result = core_pilot(settings, args.out, device=args.device, progress=not args.no_progress)
+    except SettingError as exc:
+        raise CLIError(exc.render(SETTING_FLAGS)) from None
+    except (KeyError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    write_outputs(result, args.out, plan_raters=args.plan_raters, seed=args.seed,
+                  progress=not args.no_progress)
+    s = result["summary"]
+    a, b = result["methods"]
+    print(f"{s['n_pairs']} pairs, {args.raters} simulated raters each; the judge prefers {a} on "
+          f"{s['judge_prefers'][a]:.1%} of pairs and {b} on {s['judge_prefers'][b]:.1%}")
+    for m in (a, b):
+        arm = s["per_arm"][m]
+        print(f"  {m:>8}: label accuracy {arm['label_accuracy']:.3f}, inside the real manifold "
+              f"{arm['inside_real_manifold']:.3f}, median realism {arm['median_realism']:.2f}")
+    print(f"answers: {a} {s['answer_shares'][a]:.1%}, {b} {s['answer_shares'][b]:.1%}, "
+          f"same {s['answer_shares']['same']:.1%}")
+    print(f"wrote {args.out}/report.html, stats.json, power.json, votes.csv, pilot.json")
+    return 0
+
+
+def _default_preset() -> str:
+    from model_core.presets import get_preset
+
+    return get_preset(None).name
+
+
+def write_outputs(result: dict, out: Path, *, plan_raters: str, seed: int, progress: bool) -> None:
+    """Votes CSV, statistics JSON, power plan and the HTML report, from the pilot's plain data."""
+    from app.stats import power as pw
+    from app.stats.export import stats_json, write_atomic, write_votes_csv
+    from app.stats.report import render_report
+    from app.stats.summary import compute_all, jsonable
+    from app.stats.tables import pair_counts
+    from model_core.images import save_png
+
+    a, b = result["methods"]
+    votes = votes_from_pilot(result)
+    write_votes_csv(out / "votes.csv", votes)
+    stats = compute_all(votes, seed=seed, method_a=a, method_b=b)
+    stats["machine_pilot"] = {k: result[k] for k in ("preset", "scales", "steps", "sampler", "settings", "summary",
+                                                      "judge_weights", "code_version")}
+    write_atomic(out / "stats.json", stats_json(stats))
+    pilot = pw.pilot_summary(pair_counts(votes, a, b))
+    try:
+        raters = [int(x) for x in plan_raters.split(",") if x.strip()]
+    except ValueError:
+        raise CLIError(f"--plan-raters {plan_raters!r}: write comma-separated integers") from None
+    share, icc, same = pilot.get("share_a_among_sides"), pilot.get("icc"), pilot.get("same_share") or 0.0
+    plan = None
+    if share is not None and icc is not None and share != 0.5:
+        try:
+            plan = pw.planning_table(share, icc, raters=raters, same_share=same)
+        except ValueError as exc:
+            plan = {"error": str(exc)}
+    write_atomic(out / "power.json", json.dumps(jsonable({"pilot": pilot, "plans": plan}), indent=1))
+    images = {}
+    img_dir = out / "images"
+    for rec, ia, ib in zip(result["pairs"], result["images"][a], result["images"][b]):
+        pa, pb = img_dir / f"{rec['pair_id']}_{a}.png", img_dir / f"{rec['pair_id']}_{b}.png"
+        save_png(ia, pa)
+        save_png(ib, pb)
+        images[rec["pair_id"]] = [f"images/{pa.name}", f"images/{pb.name}"]
+    html = render_report(stats, title=f"Machine-rater pilot: {result['preset']} ({a} vs {b})", images=images)
+    write_atomic(out / "report.html", html)
