@@ -134,6 +134,12 @@ class Preset:
             raise ValueError(f"guidance {guidance!r} is not one of {', '.join(self.guidance_choices)}")
         return (guidance,)
 
+    def judge_network(self) -> str | None:
+        """The weights spec of the network that may judge this preset's images by class (class maximisation,
+        the machine-rater pilot): its evaluation features when they are a digits network with a class head."""
+        feats = self.extra.get("evaluation", {}).get("features", {})
+        return feats["path"] if feats.get("kind") == "digits" and feats.get("path") else None
+
     def comparison_scales(self) -> dict[str, float]:
         """Method -> scale of the comparison's arms."""
         return {self.arms[name].method: self.arms[name].scale for name in self.comparison}

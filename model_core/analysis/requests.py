@@ -357,13 +357,13 @@ def _judge(p: Preset, spec: Any, errors: list[FieldError], allow_paths: bool) ->
     if spec == JUDGE_NONE:
         return {"kind": JUDGE_NONE}
     if spec == JUDGE_FEATURES:
-        feats = p.extra.get("evaluation", {}).get("features", {})
-        if feats.get("kind") != "digits" or not feats.get("path"):
+        judge = p.judge_network()
+        if judge is None:
             errors.append(FieldError(("judge",), f"preset {p.name!r} has no bundled judge network (its evaluation "
                                      "features are not a classifier here): give judge as a classifier file "
                                      "(a digits feature network or a TorchScript module), or 'none'", spec))
             return {}
-        return {"kind": "digits", "path": feats["path"], "role": "the preset's evaluation feature network"}
+        return {"kind": "digits", "path": judge, "role": "the preset's evaluation feature network"}
     if not isinstance(spec, str):
         errors.append(FieldError(("judge",), "judge must be 'features', 'none' or a file path", spec))
         return {}

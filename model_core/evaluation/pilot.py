@@ -48,16 +48,13 @@ class PilotSettings:
 
 
 def _judge_network(preset, settings: PilotSettings):
-    from model_core.evaluation.quality import EvalSettings, evaluation_setup
+    from model_core.evaluation.quality import _resolve_path
     from model_core.models.feature_net import load_feature_net
 
-    if settings.judge_weights:
-        path = settings.judge_weights
-    else:
-        kind, path, _, _ = evaluation_setup(preset, EvalSettings(preset=preset.name))
-        if kind != "digits" or path is None:
-            raise SettingError("judge_weights", f"preset {preset.name!r} has no bundled judge network: give "
-                                                "{judge_weights} (a feature-network file with class logits)")
+    path = settings.judge_weights or _resolve_path(preset.judge_network())
+    if path is None:
+        raise SettingError("judge_weights", f"preset {preset.name!r} has no bundled judge network: give "
+                                            "{judge_weights} (a feature-network file with class logits)")
     try:
         return load_feature_net(path), str(path)
     except FileNotFoundError as exc:
