@@ -167,6 +167,8 @@ def compute_arms(votes: Iterable[Vote | Mapping], thresholds: Sequence[float] = 
         "n_raters": len(raters),
         "n_answers": len(kept),
         "multiplicity": {
+            "n_tests_all": len(family),
+            "n_arm_pairs": len(per_pair),
             "holm_all": "thresholds[].sign_test_p_holm_all: Holm across every arm pair and threshold "
                         f"({len(family)} tests)",
             "primary_holm_arm_pairs": "primary.p_holm_arm_pairs: the 50% sign tests, Holm across the "
