@@ -231,7 +231,7 @@ class PairStatus(BaseModel):
 
 class ArmPairStatus(BaseModel):
     arms: list[str] = Field(description="the two arms (the first is 'A' of a_left and of the sides)")
-    items: int = Field(description="items (label and seed) shown with this arm pair")
+    n_items: int = Field(description="items (label and seed) shown with this arm pair")
     assigned: int
     answers: int
     a_left: int

@@ -647,10 +647,10 @@ def arm_pair_status(pairs: list[dict], study: Study) -> list[dict]:
         if p["attention_check"]:
             continue
         key = (p["arm_a"], p["arm_b"])
-        entry = out.setdefault(key, {"arms": list(key), "items": 0, "assigned": 0, "answers": 0, "a_left": 0,
+        entry = out.setdefault(key, {"arms": list(key), "n_items": 0, "assigned": 0, "answers": 0, "a_left": 0,
                                      "min_answers": None, "max_answers": None,
                                      "choices": None if p["choices"] is None else {key[0]: 0, key[1]: 0, "same": 0}})
-        entry["items"] += 1
+        entry["n_items"] += 1
         entry["assigned"] += p["assigned"]
         entry["answers"] += p["answers"]
         entry["a_left"] += p["a_left"]

@@ -135,6 +135,7 @@ def test_balance_per_arm_pair_and_seed_and_sides_then_exports_and_results(api):
     assert [e["arms"] for e in status["arm_pairs"]] == [["robust", "vanilla"], ["robust", "robust-strong"],
                                                         ["vanilla", "robust-strong"]]
     assert sum(e["answers"] for e in status["arm_pairs"]) == len(votes)
+    assert [e["n_items"] for e in status["arm_pairs"]] == [3, 3, 3]
 
     text = api.get(f"/v1/surveys/{study['id']}/votes?format=csv", headers=api.hdr).text
     table = list(csv.DictReader(io.StringIO(text)))
@@ -170,3 +171,6 @@ def test_researcher_page_shows_answers_per_arm_pair(api):
     page = web.get(f"/researcher/surveys/{study['id']}?preferences=1")
     assert page.status_code == 200 and 'id="arm-pairs"' in page.text
     assert "robust vs robust-strong" in page.text and "design all_pairs" in page.text
+    assert "built-in method" not in page.text
+    row = page.text.split('id="arm-pairs"')[1].split("</tr>")[1]
+    assert "<td>robust vs vanilla</td><td>2</td>" in row
