@@ -100,7 +100,7 @@ def plan_ranking(theta: Sequence[float], log_nu: float, *, width: float, design:
         if m < 1:
             raise ValueError("raters per pair must be >= 1")
 
-        def widest(n: int) -> float:
+        def widest(n: int, m: int = m) -> float:
             return float(half_widths(theta, log_nu, n, m, design, rho=rho, reference=reference,
                                      pairs_per_item=pairs_per_item, confidence=confidence,
                                      report_factor=report_factor).max())

@@ -264,7 +264,7 @@ def ranking_json(fit: dict, confidence: float = CONFIDENCE) -> dict:
     if usable:
         t_lo, t_hi, t_se = _intervals(boot["theta"], confidence)
         n_lo, n_hi, n_se = _intervals(boot["log_nu"][:, None], confidence)
-        win_b, tie_b = outcome_probabilities(boot["theta"], boot["log_nu"])
+        win_b, _ = outcome_probabilities(boot["theta"], boot["log_nu"])
         w_lo, w_hi, _ = _intervals(win_b, confidence)
         above = (boot["theta"][:, :, None] > boot["theta"][:, None, :]).mean(axis=0)
     order = np.argsort(-theta, kind="stable")

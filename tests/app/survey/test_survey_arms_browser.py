@@ -86,7 +86,7 @@ def test_a_three_arm_study_from_creation_to_exports_in_chromium(up, browser):
     page.screenshot(path=str(ARTIFACTS / "survey-arms-report.png"), full_page=True)
     office.close()
     for rec in recorders:
-        assert all(u.startswith(up.url + "/") or u.startswith("data:") for u in rec.requests), rec.requests
+        assert all(u.startswith((up.url + "/", "data:")) for u in rec.requests), rec.requests
         assert rec.problems == []
 
     with httpx.Client(base_url=up.url, headers=headers, timeout=120) as http:
