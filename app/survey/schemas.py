@@ -92,6 +92,9 @@ class StudyCreate(BaseModel):
          "raters_per_pair": 5, "attention_checks": True},
         {"title": "The paper's survey", "preset": "imagenet128", "num_pairs": 200, "steps": "250",
          "raters_per_pair": 36},
+        {"title": "Three arms", "preset": "tiny", "num_pairs": 8, "seed": 1, "steps": "ddim5", "raters_per_pair": 5,
+         "arms": [{"method": "robust", "scale": 1.0}, {"method": "vanilla", "scale": 0.5},
+                  {"method": "robust", "scale": 3.0, "name": "robust-strong"}], "design": "all_pairs"},
     ]})
 
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),

@@ -174,3 +174,17 @@ def test_researcher_page_shows_answers_per_arm_pair(api):
     assert "built-in method" not in page.text
     row = page.text.split('id="arm-pairs"')[1].split("</tr>")[1]
     assert "<td>robust vs vanilla</td><td>2</td>" in row
+
+
+def test_an_arm_with_its_own_steps_gets_its_own_job_and_keeps_its_setting(api):
+    from worker.models import Job
+
+    study = create_study(api, api.key, num_pairs=2, arms=[{"method": "robust"},
+                                                          {"method": "vanilla", "steps": "ddim6", "name": "v6"}])
+    assert [(a["name"], a["steps"]) for a in study["arms"]] == [("robust", "ddim4"), ("v6", "ddim6")]
+    jobs = sorted((j.guidance, j.steps) for j in _rows(api, Job))
+    assert jobs == [("robust", "ddim4"), ("vanilla", "ddim6")]  # not one pair job: their steps differ
+    r = api.post("/v1/surveys", json={**FAST, "num_pairs": 1, "arms": [{"method": "robust"},
+                                                                      {"method": "vanilla", "steps": "zzz"}]},
+                 headers=api.hdr)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "arms", 1]
