@@ -5,8 +5,10 @@
     KEY=$(.venv/bin/rguide keys create --name demo)
     .venv/bin/python scripts/demo_study.py --url http://127.0.0.1:8000 --key "$KEY" --out demo-study/
 
-It creates a study on the bundled ``demo`` preset (MNIST digits, robust vs vanilla guidance) as a Prolific
-study with its own exit codes and instructed attention checks, waits for the pairs to be generated, sends
+It creates a study with the demo's default design (docs/survey.md, "The demo's default design"): preset
+``demo-uncond`` (an unconditional digit model that only guidance steers), three arms seed-matched on every
+item (robust and vanilla guidance at the preset's default scale, and no guidance), every arm pair shown; as a
+Prolific study with its own exit codes and instructed attention checks, waits for the pairs to be generated, sends
 scripted raters through the rater pages (plain form posts, as a browser without JavaScript does), closes the
 study and saves what a researcher keeps: the report, Table 2 as CSV and LaTeX, the per-rater CSV, the votes,
 the manifest, and (with Playwright and Chromium) screenshots of the report and the researcher page.
@@ -27,6 +29,12 @@ import time
 from pathlib import Path
 
 import httpx
+
+# The demo's default design (docs/survey.md): robust and vanilla at the preset's default scale, each seen against
+# the other and against no guidance, whose images a rater can always tell apart from guided ones.
+DEMO_PRESET = "demo-uncond"
+DEMO_ARMS = [{"method": "robust", "name": "robust"}, {"method": "vanilla", "name": "vanilla"},
+             {"method": "none", "name": "unguided"}]
 
 PROFILES = [  # (name, P(left), P(right), P(same), follows checks, stops after)
     ("careful-1", 0.40, 0.40, 0.20, True, None),
@@ -102,6 +110,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("demo-study"))
     parser.add_argument("--pairs", type=int, default=12)
     parser.add_argument("--seed", type=int, default=2023)
+    parser.add_argument("--preset", default=DEMO_PRESET, help=f"preset (default {DEMO_PRESET}, see docs/survey.md)")
+    parser.add_argument("--two-arm", action="store_true",
+                        help="the paper's design instead: robust vs vanilla at the preset's comparison scales")
     parser.add_argument("--export", metavar="STUDY_ID", default=None,
                         help="only save the files of this (closed) study again; create nothing")
     args = parser.parse_args()
@@ -109,10 +120,12 @@ def main() -> int:
     api = httpx.Client(base_url=args.url, headers={"Authorization": f"Bearer {args.key}"}, timeout=120)
     if args.export:
         return export(api, args, args.export)
-    body = {"title": "Demo: robust vs vanilla guidance on MNIST digits", "preset": "demo", "num_pairs": args.pairs,
+    body = {"title": "Demo: robust vs vanilla guidance on MNIST digits", "preset": args.preset, "num_pairs": args.pairs,
             "seed": args.seed, "raters_per_pair": 6, "attention_checks": True, "attention_checks_per_rater": 2,
             "min_answer_ms": 800, "platform": "prolific", "completion_code": "DEMO-DONE",
             "exits": {"failed_checks": {"code": "DEMO-SCREENED"}, "no_consent": {"code": "DEMO-NOCONSENT"}}}
+    if not args.two_arm:
+        body.update(arms=DEMO_ARMS, design="all_pairs")
     r = api.post("/v1/surveys", json=body)
     r.raise_for_status()
     study = r.json()
