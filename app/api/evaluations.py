@@ -94,7 +94,8 @@ def resolve(body: EvaluationRequest, settings: Settings):
         p = plan(es)
         cut = shards(p, body.shard_size)
     except SettingError as exc:
-        field = exc.settings[0]
+        # The feature network and real images are the preset's here: a problem with them is the preset's.
+        field = exc.settings[0] if exc.settings[0] in EvaluationRequest.model_fields else "preset"
         raise _invalid(field, exc.render(), getattr(body, field, None)) from None
     missing = preset.missing_checkpoints(list(body.methods))
     if missing:
