@@ -3,6 +3,7 @@ cancelled, resumed (finished shards kept) and merged into the numbers of one pro
 from __future__ import annotations
 
 import contextlib
+import json
 
 import pytest
 from fastapi.testclient import TestClient
@@ -94,3 +95,40 @@ def test_shards_cancel_resume_and_merge_to_the_one_process_numbers(tmp_path):
     merged = body["report"]["rows"][0]
     assert abs(merged["fid"] - one["rows"][0]["fid"]) < 1e-6
     assert merged["precision"] == one["rows"][0]["precision"] and merged["recall"] == one["rows"][0]["recall"]
+
+
+@pytest.mark.slow
+def test_rguide_evaluate_on_workers_submits_follows_and_writes_the_table(tmp_path, monkeypatch, capsys):
+    from rguide import remote_evaluate
+    from rguide.cli import main
+    from worker import evaluation_jobs
+    from worker.evaluation_runner import run_shard_job
+
+    with api(tmp_path) as client:
+        def call(base, key, method, path, body=None):
+            assert base == "http://service" and key == client.key
+            if method == "GET" and path.startswith("/v1/evaluations/"):
+                # A worker runs one waiting shard between two polls.
+                with client.app.state.sessions() as s:
+                    waiting = [sd.id for sd in evaluation_jobs.shards_of(s, path.split("/")[3])
+                               if sd.status == "queued"]
+                if waiting:
+                    run_shard_job(client.settings, waiting[0])
+            r = client.request(method, path, json=body, headers={"Authorization": f"Bearer {key}"})
+            assert r.status_code < 400, r.text
+            return r.json()
+
+        monkeypatch.setattr(remote_evaluate, "_call", call)
+        monkeypatch.setattr(remote_evaluate.time, "sleep", lambda s: None)
+        monkeypatch.setenv("RGUIDE_API_KEY", client.key)
+        out = tmp_path / "remote"
+        assert main(["evaluate", "--on-workers", "http://service", "--preset", "demo", "--guidance", "none",
+                     "--per-class", "1", "--steps", "3", "--seed", "3", "--feature-batch", "5", "--shard-size", "5",
+                     "--out", str(out), "--no-progress"]) == 0
+        printed = capsys.readouterr().out
+        assert "row 0: ddpm:3 none scale -: FID" in printed
+        report = json.loads((out / "results.json").read_text())
+        assert report["rows"][0]["n_fake"] == 10 and report["command"] == "POST /v1/evaluations"
+        assert (out / "results.md").read_text().startswith("# Evaluation of preset `demo`")
+        assert main(["evaluate", "--on-workers", "http://service", "--real", "x.npz", "--out", str(out)]) == 2
+        assert "--real" in capsys.readouterr().err
