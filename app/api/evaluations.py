@@ -39,13 +39,14 @@ API = "/v1/evaluations"
 PAGE = "/researcher/evaluations"
 # Nine rows of the paper's 50,000 images (its scale sweep), with room for a seed-noise repeat.
 MAX_IMAGES = 1_000_000
+MAX_SHARDS = 20_000  # rows in the shards table and broker messages per evaluation
 Name = Annotated[str, Field(max_length=64)]
 Scale = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class EvaluationRequest(BaseModel):
     """An evaluation as ``rguide evaluate`` takes it (flag names as fields), plus how to cut it into shards."""
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"preset": "demo", "methods": ["none", "vanilla", "robust"], "scales": [0.5, 1, 2], "per_class": 50},
         {"preset": "demo", "methods": ["robust"], "scales": [1], "samplers": ["ddpm:100", "dpmpp_2m:20"],
          "per_class": 20, "shard_size": 100},
@@ -92,6 +93,14 @@ def resolve(body: EvaluationRequest, settings: Settings):
                       seed_noise=body.seed_noise, feature_batch=body.feature_batch)
     try:
         p = plan(es)
+        images = p.n * len(p.rows)
+        if images > MAX_IMAGES:
+            raise _invalid("per_class", f"{images} images in all; this server runs at most {MAX_IMAGES} per "
+                                        "evaluation", body.per_class)
+        per_row = -(-p.n // body.shard_size)
+        if per_row * len(p.rows) > MAX_SHARDS:
+            raise _invalid("shard_size", f"{per_row * len(p.rows)} shards; at most {MAX_SHARDS} per evaluation: "
+                                         "give a larger shard_size", body.shard_size)
         cut = shards(p, body.shard_size)
     except SettingError as exc:
         # The feature network and real images are the preset's here: a problem with them is the preset's.
@@ -100,9 +109,6 @@ def resolve(body: EvaluationRequest, settings: Settings):
     missing = preset.missing_checkpoints(list(body.methods))
     if missing:
         raise _invalid("methods", "; ".join(missing), body.methods)
-    if p.n * len(p.rows) > MAX_IMAGES:
-        raise _invalid("per_class", f"{p.n * len(p.rows)} images in all; this server runs at most {MAX_IMAGES} "
-                                    "per evaluation", body.per_class)
     if max(r.num_steps for r in p.rows) > settings.max_steps:
         raise _invalid("steps", f"at most {settings.max_steps} sampling steps", body.steps or body.samplers)
     if any(r.scale > settings.max_scale for r in p.rows):
