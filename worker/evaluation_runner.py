@@ -29,6 +29,7 @@ from worker.runner import _LeaseKeeper, new_owner
 log = logging.getLogger("rguide.worker")
 
 _extractors: dict = {}
+_references: dict = {}
 
 
 class Canceled(Exception):
@@ -51,6 +52,18 @@ def _extractor(kind: str, weights: str | None):
     if key not in _extractors:
         _extractors[key] = load_extractor(kind, weights)
     return _extractors[key]
+
+
+def _reference(settings: Settings, p):
+    """The stored real-image reference, kept in this process: a merge per row must not reread 400 MB each time."""
+    from model_core.evaluation import shards as sh
+
+    key = (p.feature_kind, p.feature_weights, p.real_data, p.real_split, str(reference_dir(settings)))
+    if key not in _references:
+        _references.clear()  # one at a time: they can be large
+        _references[key] = sh.real_reference(p, _extractor(p.feature_kind, p.feature_weights),
+                                             reference_dir(settings))
+    return _references[key]
 
 
 def run_shard_job(settings: Settings, shard_id: str) -> str:
@@ -164,8 +177,9 @@ def merge(settings: Settings, eval_id: str, row_index: int) -> bool:
         done_rows = dict(ev.rows or {})
         row_shards = evaluation_jobs.row_shards_if_done(s, eval_id, row_index)
         files = [(sd.file, sd.seconds) for sd in row_shards] if row_shards else None
-    extractor = _extractor(p.feature_kind, p.feature_weights)
-    ref = sh.real_reference(p, extractor, reference_dir(settings))
+    if (files is None or str(row_index) in done_rows) and len(done_rows) < len(p.rows):
+        return False  # nothing to merge yet: do not read the (possibly large) reference
+    ref = _reference(settings, p)
     if files is not None and str(row_index) not in done_rows:
         feats, preds, seconds = [], [], 0.0
         for rel, secs in files:
