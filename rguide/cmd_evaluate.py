@@ -84,6 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--step-size", type=float, default=None, help="attack step (default: the recipe's, or eps/6 as in the paper when --eps is given)")
     p.add_argument("--attack-steps", type=int, default=None, help="attack steps (default: the recipe's, else the paper's 7)")
     p.add_argument("--buckets", type=int, default=4)
+    p.add_argument("--n", type=int, default=None, help="the first N held-out images (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--no-progress", action="store_true")
@@ -168,6 +169,10 @@ def run_evaluate_classifier(args: argparse.Namespace) -> int:
         ds = load_dataset(data, split=split, image_size=preset.image_size, channels=preset.in_channels)
     except DatasetError as exc:
         raise CLIError(message(exc, CLASSIFIER_FLAGS)) from None
+    if args.n is not None:
+        if args.n < 1:
+            raise CLIError("--n must be >= 1")
+        ds = ds.subset(range(min(args.n, len(ds))))
     missing = preset.missing_checkpoints(names)
     if missing:
         raise CLIError("; ".join(missing))

@@ -19,7 +19,8 @@ from rguide.cli import CLIError
 SETTING_FLAGS = {"per_class": "--per-class", "scales": "--scale", "judge_weights": "--judge",
                  "real_data": "--real-data", "realism_weight": "--realism-weight", "same_margin": "--same-margin",
                  "noise": "--noise", "raters": "--raters", "k": "--k", "preset": "--preset",
-                 "steps": "--steps", "sampler": "--sampler"}
+                 "steps": "--steps", "sampler": "--sampler", "arms": "--arms", "design": "--design",
+                 "reference_arm": "--reference-arm", "pairs_per_item": "--pairs-per-item"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", default=None, help="steps spec (default: the preset's)")
     p.add_argument("--sampler", default=None)
     p.add_argument("--scale", default=None, help="method=scale,... for the comparison's arms (default: preset's)")
+    p.add_argument("--arms", default=None,
+                   help="a multi-arm pilot: name=method:scale,... (e.g. robust=robust:1,vanilla=vanilla:0.5,"
+                        "strong=robust:3); 'none' for no guidance. Default: the preset's comparison")
+    p.add_argument("--design", default="all_pairs", help="with --arms: all_pairs, reference or balanced_incomplete")
+    p.add_argument("--reference-arm", default=None, help="with --design reference: the reference arm")
+    p.add_argument("--pairs-per-item", type=int, default=None, help="with --design balanced_incomplete")
     p.add_argument("--judge", default=None,
                    help="judge network file with features and class logits (default: the preset's digit CNN)")
     p.add_argument("--real-data", default=None, help="real images for the realism score (default: held-out)")
@@ -67,6 +74,21 @@ def _scales(text: str | None) -> dict[str, float]:
     return out
 
 
+def _arms(text: str | None) -> list[dict] | None:
+    if not text:
+        return None
+    arms = []
+    for part in text.split(","):
+        name, _, setting = part.strip().rpartition("=")
+        method, _, scale = setting.partition(":")
+        try:
+            arms.append({"name": name.strip() or None, "method": method.strip(),
+                         "scale": float(scale) if scale.strip() else None})
+        except ValueError:
+            raise CLIError(f"--arms {text!r}: write name=method:scale,... such as robust=robust:1,none=none") from None
+    return arms
+
+
 def _labels(text: str | None) -> list | None:
     if text is None:
         return None
@@ -77,14 +99,16 @@ def votes_from_pilot(result: dict) -> list:
     """The pilot's simulated answers as survey votes (rater ids ``machine-NN``, study id ``machine-pilot``)."""
     from app.stats.votes import SAME, Vote
 
-    a, b = result["methods"]
     votes = []
     for rec in result["pairs"]:
+        # A multi-arm pilot's pair names its two arms; a classic one compares the two methods.
+        a, b = rec.get("arms") or result["methods"]
+        arms = {"arm_a": a, "arm_b": b} if "arms" in rec else {}
         for j, ans in enumerate(rec["answers"]):
             choice = {"a": a, "b": b, "same": SAME}[ans["answer"]]
             votes.append(Vote(pair_id=rec["pair_id"], rater_id=f"machine-{j + 1:02d}", choice=choice,
                               study_id="machine-pilot", label=rec["label"], class_name=rec["class_name"],
-                              seed=rec["seed"], robust_side=ans["side_a"], position=None))
+                              seed=rec["seed"], robust_side=ans["side_a"], position=None, **arms))
     return votes
 
 
@@ -103,12 +127,23 @@ def run_pilot(args: argparse.Namespace) -> int:
         settings = PilotSettings(preset=args.preset or _default_preset(), per_class=args.per_class,
                                  labels=_labels(args.labels), seed=args.seed, steps=args.steps,
                                  sampler=args.sampler, scales=_scales(args.scale), judge=judge,
-                                 judge_weights=args.judge, real_data=args.real_data)
+                                 judge_weights=args.judge, real_data=args.real_data, arms=_arms(args.arms),
+                                 design=args.design, reference_arm=args.reference_arm,
+                                 pairs_per_item=args.pairs_per_item)
         result = core_pilot(settings, args.out, device=args.device, progress=not args.no_progress)
     except SettingError as exc:
         raise CLIError(exc.render(SETTING_FLAGS)) from None
     except (KeyError, ValueError) as exc:
         raise CLIError(str(exc)) from None
+    if "arms" in result:
+        write_arms_outputs(result, args.out, plan_raters=args.plan_raters, seed=args.seed)
+        s = result["summary"]
+        print(f"{s['n_items']} items, {s['n_pairs']} arm pairs judged by {args.raters} simulated raters each")
+        for name, arm in s["per_arm"].items():
+            print(f"  {name:>12}: label accuracy {arm['label_accuracy']:.3f}, inside the real manifold "
+                  f"{arm['inside_real_manifold']:.3f}, mean utility {arm['mean_u']:.2f}")
+        print(f"wrote {args.out}/report.html, stats.json, power.json, votes.csv, pilot.json")
+        return 0
     write_outputs(result, args.out, plan_raters=args.plan_raters, seed=args.seed,
                   progress=not args.no_progress)
     s = result["summary"]
@@ -168,4 +203,45 @@ def write_outputs(result: dict, out: Path, *, plan_raters: str, seed: int, progr
         save_png(ib, pb)
         images[rec["pair_id"]] = [f"images/{pa.name}", f"images/{pb.name}"]
     html = render_report(stats, title=f"Machine-rater pilot: {result['preset']} ({a} vs {b})", images=images)
+    write_atomic(out / "report.html", html)
+
+
+def write_arms_outputs(result: dict, out: Path, *, plan_raters: str, seed: int) -> None:
+    """A multi-arm pilot's votes, statistics (every arm pair and the ranking), plan and report."""
+    import math
+    from dataclasses import replace
+
+    from app.stats import power_arms as pa
+    from app.stats.arms import compute_arms, oriented_votes, rank_votes
+    from app.stats.arms_report import render_arms_report
+    from app.stats.export import stats_json, write_atomic, write_votes_csv
+    from app.stats.summary import jsonable
+    from model_core.images import save_png
+
+    try:
+        raters = [int(x) for x in plan_raters.split(",") if x.strip()]
+    except ValueError:
+        raise CLIError(f"--plan-raters {plan_raters!r}: write comma-separated integers") from None
+    votes = votes_from_pilot(result)
+    write_votes_csv(out / "votes.csv", votes)
+    names = list(result["methods"])
+    stats = compute_arms(votes, seed=seed, arms=names)
+    stats["machine_pilot"] = {k: result[k] for k in ("preset", "arms", "design", "steps", "sampler", "settings",
+                                                      "summary", "judge_weights", "code_version")}
+    write_atomic(out / "stats.json", stats_json(stats))
+    order, kept, _ = oriented_votes(votes, names)
+    fit_items = rank_votes([replace(v, rater_id="all") for v in kept], order, n_boot=1000, seed=seed)
+    fit_report = rank_votes(kept, order, n_boot=1000, seed=seed)
+    m_pilot = len(kept) / max(len({v.pair_id for v in kept}), 1)
+    pilot = pa.pilot_design_effect(fit_items, fit_report, stats["ranking"]["exists"], m_pilot)
+    plans = None
+    if pilot["available"]:
+        plans = pa.plan_ranking(pilot["theta"], math.log(pilot["nu"]), width=0.25, design=result["design"],
+                                raters=raters, rho=pilot["rho"], report_factor=pilot["report_factor"])
+    write_atomic(out / "power.json", json.dumps(jsonable({"pilot": pilot, "width": 0.25, "plans": plans}), indent=1))
+    img_dir = out / "images"
+    for j, (label, item_seed) in enumerate(result["items"]):
+        for name in names:
+            save_png(result["images"][name][j], img_dir / f"{result['preset']}-{label}-{item_seed}_{name}.png")
+    html = render_arms_report(stats, title=f"Machine-rater pilot: {result['preset']} ({', '.join(names)})")
     write_atomic(out / "report.html", html)

@@ -46,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-side-answers", type=int, default=10,
                    help="side answers a rater needs before 'always picks one side' is reported")
     p.add_argument("--fast-ms", type=float, default=1000.0, help="answers faster than this count as fast")
+    p.add_argument("--arms", default=None,
+                   help="a multi-arm file (columns arm_a, arm_b): the arms in the order to report them "
+                        "(default: as they first appear)")
+    p.add_argument("--forest-png", type=Path, default=None,
+                   help="a multi-arm file: write the ranking's forest plot as a PNG")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_stats)
 
@@ -67,6 +72,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pairs", type=int, default=None,
                    help="also report the raters per pair needed (answer level) with this many pairs")
     p.add_argument("--methods", default="robust,vanilla", help="names of methods A and B in the pilot's CSV")
+    p.add_argument("--arms", default=None,
+                   help="rank K arms instead: their names (comma-separated) or their number; a multi-arm --pilot "
+                        "(columns arm_a, arm_b) gives them, with their strengths, tie parameter and clustering")
+    p.add_argument("--design", default="all_pairs", help="with --arms: all_pairs, reference or balanced_incomplete")
+    p.add_argument("--reference-arm", default=None, help="with --design reference: the reference arm (default first)")
+    p.add_argument("--pairs-per-item", type=int, default=None, help="with --design balanced_incomplete")
+    p.add_argument("--width", type=float, default=0.25,
+                   help="with --arms: wanted half-width of each arm's 95%% interval of log-strength")
+    p.add_argument("--strengths", default=None,
+                   help="with --arms and no pilot: assumed log-strengths, comma-separated (default: all 0)")
+    p.add_argument("--nu", type=float, default=None, help="with --arms and no pilot: tie parameter (default 0.7)")
+    p.add_argument("--rho", type=float, default=None,
+                   help="with --arms: within-item correlation of answers, DE = 1 + (m-1) rho (default: the "
+                        "pilot's, else 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pilot's bootstrap")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_power)
 
@@ -133,6 +153,12 @@ def run_stats(args: argparse.Namespace) -> int:
         _check_output(path, flag)
     images = _load_images(args.images) if args.images is not None else None
     votes = _read_votes(args.votes, methods)
+    from app.stats.arms import is_multi_arm
+
+    if is_multi_arm(votes):
+        return run_arms_stats(args, votes, thresholds)
+    if args.forest_png is not None or args.arms is not None:
+        raise CLIError("--arms and --forest-png need a multi-arm votes file (columns arm_a and arm_b)")
 
     from tqdm import tqdm
 
@@ -181,6 +207,87 @@ def run_stats(args: argparse.Namespace) -> int:
         for path, _ in outputs:
             print(f"wrote {path}")
     return 0
+
+
+def run_arms_stats(args: argparse.Namespace, votes: list, thresholds: list[float]) -> int:
+    """``rguide stats`` on a multi-arm file: every arm pair's tables and the Davidson ranking."""
+    from app.stats.arms import compute_arms
+    from app.stats.arms_report import arms_table2_csv, forest_plot_png, render_arms_report
+    from app.stats.export import stats_json, tidy_votes_csv, write_atomic
+    from model_core.files import atomic_write_bytes
+
+    if args.images is not None or args.table2_tex is not None:
+        raise CLIError("--images and --table2-tex are for two-arm files; a multi-arm report shows the ranking")
+    _check_output(args.forest_png, "--forest-png")
+    arms = [a.strip() for a in args.arms.split(",")] if args.arms else None
+    from tqdm import tqdm
+
+    bar = tqdm(total=args.bootstrap, desc="ranking bootstrap", unit="rep", file=sys.stderr,
+               disable=True if args.no_progress or args.bootstrap == 0 else None, leave=False)
+    try:
+        stats = compute_arms(votes, thresholds=thresholds, seed=args.seed, n_boot=args.bootstrap, arms=arms,
+                             max_attention_failures=args.max_attention_failures,
+                             min_side_answers=args.min_side_answers, fast_ms=args.fast_ms, progress=bar.update)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    finally:
+        bar.close()
+    raw = args.votes.read_bytes()
+    stats["input"] = {"path": str(args.votes), "sha256": hashlib.sha256(raw).hexdigest(), "n_votes": len(votes)}
+    outputs: list[tuple[Path, str | bytes]] = []
+    if args.out is not None:
+        outputs.append((args.out, stats_json(stats)))
+    if args.html is not None:
+        outputs.append((args.html, render_arms_report(stats, title=args.title or f"Multi-arm study: {args.votes.name}")))
+    if args.export_csv is not None:
+        outputs.append((args.export_csv, tidy_votes_csv(votes, max_attention_failures=args.max_attention_failures)))
+    if args.table2_csv is not None:
+        outputs.append((args.table2_csv, arms_table2_csv(stats)))
+    if args.forest_png is not None:
+        if not stats["ranking"]["exists"]:
+            raise CLIError(f"--forest-png: no ranking to plot ({stats['ranking']['reason']})")
+        outputs.append((args.forest_png, forest_plot_png(stats["ranking"])))
+    for path, body in outputs:
+        try:
+            if isinstance(body, bytes):
+                atomic_write_bytes(path, body)
+            else:
+                write_atomic(path, body)
+        except OSError as exc:
+            raise CLIError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
+    if args.json:
+        sys.stdout.write(stats_json(stats))
+    else:
+        print(format_arms_text(stats))
+        for path, _ in outputs:
+            print(f"wrote {path}")
+    return 0
+
+
+def format_arms_text(stats: dict) -> str:
+    r = stats["ranking"]
+    lines = [f"{len(stats['arms'])} arms, {stats['n_items']} items, {stats['n_pairs']} pairs, {stats['n_raters']} "
+             f"raters, {stats['n_answers']} answers", ""]
+    if r["exists"]:
+        lines.append(f"Ranking ({r['model']}): log-strength, centred; 95% bootstrap interval")
+        for a in sorted(r["arms"], key=lambda a: a["rank"]):
+            ci = a["ci"]
+            interval = "n/a" if ci[0] is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+            lines.append(f"  {a['rank']}. {a['arm']:<16} {a['theta']:+.3f} {interval}   wins {a['wins']}, "
+                         f"losses {a['losses']}, same {a['same']}")
+        tie = r["tie"]
+        ci = tie["ci"]
+        lines.append(f"  tie parameter nu {tie['nu']:.3f}" + ("" if ci[0] is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]"))
+    else:
+        lines.append(f"No ranking: {r['reason']}")
+    lines += ["", "Arm pairs (primary sign test at 50%; Holm across arm pairs):"]
+    for e in stats["arm_pairs"]:
+        a, b = e["arms"]
+        pr = e["primary"]
+        lines.append(f"  {a} vs {b}: answers {a} {_pct(e['answer_shares'][a])}, {b} {_pct(e['answer_shares'][b])}, "
+                     f"same {_pct(e['answer_shares']['same'])}; items {pr['n_a']} : {pr['n_b']} : {pr['n_none']}, "
+                     f"p = {_p(pr['p'])}, Holm {_p(pr['p_holm_arm_pairs'])}")
+    return "\n".join(lines)
 
 
 def _pct(x) -> str:
@@ -262,8 +369,14 @@ def run_power(args: argparse.Namespace) -> int:
 
     methods = _methods(args.methods)
     pilot = None
+    if args.arms is not None:
+        return run_power_arms(args, methods)
     if args.pilot is not None:
         votes = _read_votes(args.pilot, methods, flag="--pilot")
+        from app.stats.arms import is_multi_arm
+
+        if is_multi_arm(votes):
+            return run_power_arms(args, methods, votes)
         from app.stats.exclusions import apply_exclusions
 
         kept = apply_exclusions(votes).kept
@@ -315,4 +428,103 @@ def run_power(args: argparse.Namespace) -> int:
         print()
         print(f"With {args.pairs} pairs: " + (f"{m} raters per pair (answer level)" if m is not None
                                               else fixed["reason"]))
+    return 0
+
+
+def run_power_arms(args: argparse.Namespace, methods: tuple[str, str], votes: list | None = None) -> int:
+    """``rguide power --arms``: items and raters per pair to rank K arms to a given interval width."""
+    import math
+
+    from app.stats import power_arms as pa
+    from app.stats.summary import jsonable
+    from model_core.designs import DESIGNS
+
+    if args.design not in DESIGNS:
+        raise CLIError(f"--design {args.design!r}: choose from {', '.join(DESIGNS)}")
+    try:
+        raters = [int(x) for x in args.raters.split(",") if x.strip()]
+    except ValueError:
+        raise CLIError(f"--raters {args.raters!r}: write comma-separated integers") from None
+    if not raters or min(raters) < 1:
+        raise CLIError("--raters: give one or more integers >= 1")
+    pilot = None
+    if votes is None and args.pilot is not None:
+        votes = _read_votes(args.pilot, methods, flag="--pilot")
+    if votes is not None:
+        from app.stats.arms import is_multi_arm, oriented_votes, rank_votes
+        from app.stats.ranking import ranking_json
+
+        if not is_multi_arm(votes):
+            raise CLIError("--pilot: --arms needs a multi-arm pilot (columns arm_a and arm_b)")
+        given = [a.strip() for a in args.arms.split(",")] if args.arms and not args.arms.isdigit() else None
+        try:
+            order, kept, _ = oriented_votes(votes, given)
+        except ValueError as exc:
+            raise CLIError(f"--pilot: {exc}") from None
+        # The design effect comes from a bootstrap over items alone: the two-way (items and raters)
+        # bootstrap of the report is conservative (it counts the answer-level noise twice), which
+        # would inflate every plan. Raters are one cluster here.
+        from dataclasses import replace as _replace
+
+        fit_items = rank_votes([_replace(v, rater_id="all") for v in kept], order, n_boot=1000, seed=args.seed)
+        fit_report = rank_votes(kept, order, n_boot=1000, seed=args.seed)
+        m_pilot = len(kept) / max(len({v.pair_id for v in kept}), 1)
+        pilot = pa.pilot_design_effect(fit_items, fit_report, ranking_json(fit_report)["exists"], m_pilot)
+        if not pilot["available"]:
+            raise CLIError(f"--pilot: cannot plan from it: {pilot['reason']}")
+        names, theta, nu = order, pilot["theta"], pilot["nu"]
+        rho = args.rho if args.rho is not None else pilot["rho"]
+        report_factor = pilot["report_factor"]
+    else:
+        if args.arms.isdigit():
+            names = [f"arm{i + 1}" for i in range(int(args.arms))]
+        else:
+            names = [a.strip() for a in args.arms.split(",") if a.strip()]
+        if args.strengths:
+            try:
+                theta = [float(x) for x in args.strengths.split(",")]
+            except ValueError:
+                raise CLIError(f"--strengths {args.strengths!r}: write comma-separated numbers") from None
+            if len(theta) != len(names):
+                raise CLIError(f"--strengths: {len(theta)} values for {len(names)} arms")
+        else:
+            theta = [0.0] * len(names)
+        nu = args.nu if args.nu is not None else 0.7
+        rho = args.rho if args.rho is not None else 0.0
+        report_factor = 2.0  # no pilot: the two-way bootstrap's usual doubling of the answer-level variance
+    if not nu > 0:
+        raise CLIError("--nu must be positive")
+    if rho < 0:
+        raise CLIError("--rho must be >= 0")
+    reference = 0
+    if args.reference_arm is not None:
+        if args.reference_arm not in names:
+            raise CLIError(f"--reference-arm {args.reference_arm!r} is not one of {', '.join(names)}")
+        reference = names.index(args.reference_arm)
+    try:
+        rows = pa.plan_ranking(theta, math.log(nu), width=args.width, design=args.design, raters=raters, rho=rho,
+                               reference=reference, pairs_per_item=args.pairs_per_item, report_factor=report_factor)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    result = jsonable({"arms": names, "theta": theta, "nu": nu, "rho": rho, "report_factor": report_factor,
+                       "design": args.design,
+                       "width": args.width, "pilot": pilot, "plans": rows})
+    if args.json:
+        print(json.dumps(result, indent=2, allow_nan=False))
+        return 0
+    src = "the pilot's" if pilot else "assumed"
+    print(f"Rank {len(names)} arms ({', '.join(names)}) with design {args.design}: every arm's 95% interval of "
+          f"log-strength within +/- {args.width:g}. {src.capitalize()} strengths "
+          f"{', '.join(f'{t:+.2f}' for t in theta)}, tie parameter {nu:.2f}, within-item correlation {rho:.3f}"
+          + (f" (pilot design effect {pilot['design_effect']:.2f} at {pilot['raters_per_pair']:.1f} raters per pair)"
+             if pilot else "") + f"; the report's two-way bootstrap widens variances {report_factor:.2f}x"
+          + (" (from the pilot)." if pilot else " (assumed; give a pilot to measure it)."))
+    print()
+    print(f"{'raters/pair':>11}  {'design eff.':>11}  {'items':>7}  {'pairs':>7}  {'answers':>8}  {'widest +/-':>10}")
+    for row in rows:
+        if row["n_items"] is None:
+            print(f"{row['raters_per_pair']:>11}  {row['reason']}")
+            continue
+        print(f"{row['raters_per_pair']:>11}  {row['design_effect']:>11.2f}  {row['n_items']:>7}  {row['pairs']:>7}  "
+              f"{row['answers']:>8}  {row['widest_half_width']:>10.3f}")
     return 0

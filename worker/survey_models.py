@@ -39,6 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from model_core.designs import DESIGNS
 from worker.db import Base, UTCDateTime, utcnow
 
 STUDY_STATUSES = ("generating", "open", "closed", "failed")
@@ -54,6 +55,7 @@ _statuses = ", ".join(f"'{s}'" for s in STUDY_STATUSES)
 _platforms = ", ".join(f"'{s}'" for s in PLATFORMS)
 _sources = ", ".join(f"'{s}'" for s in RATER_SOURCES)
 _check_kinds = ", ".join(f"'{s}'" for s in CHECK_KINDS)
+_designs = ", ".join(f"'{s}'" for s in DESIGNS)
 
 
 class Study(Base):
@@ -73,6 +75,13 @@ class Study(Base):
     steps: Mapped[str] = mapped_column(String(64), nullable=False)
     sampler: Mapped[str] = mapped_column(String(32), nullable=False)
     seed: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # A study of more than two arms (app.survey.arms): [{name, method, scale, steps, sampler}, ...] and
+    # which arm pairs each item shows (model_core.designs). NULL for a classic study of A against B,
+    # whose method_a/method_b columns then say everything; in a multi-arm study they hold the first two arms.
+    arms: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
+    design: Mapped[str | None] = mapped_column(String(32))
+    reference_arm: Mapped[str | None] = mapped_column(String(64))
+    pairs_per_item: Mapped[int | None] = mapped_column(Integer)
     # "random" (labels drawn with the study seed) or "explicit" (the researcher's list).
     label_source: Mapped[str] = mapped_column(String(16), nullable=False)
 
@@ -133,12 +142,24 @@ class Study(Base):
         CheckConstraint(f"platform IN ({_platforms})", name="platform"),
         CheckConstraint(f"check_kind IN ({_check_kinds})", name="check_kind"),
         CheckConstraint("assignment_timeout_seconds >= 1", name="assignment_timeout"),
+        CheckConstraint(f"design IS NULL OR design IN ({_designs})", name="design"),
+        CheckConstraint("(arms IS NULL) = (design IS NULL)", name="arms_with_design"),
+        CheckConstraint("pairs_per_item IS NULL OR pairs_per_item >= 1", name="pairs_per_item"),
         Index("ix_survey_studies_created", "created_at", "id"),
     )
 
     @property
     def methods(self) -> tuple[str, str]:
         return (self.method_a, self.method_b)
+
+    @property
+    def multi_arm(self) -> bool:
+        return self.arms is not None
+
+    @property
+    def arm_names(self) -> list[str]:
+        """The arms' names in the study's order (a classic study: its two methods)."""
+        return [a["name"] for a in self.arms] if self.arms is not None else [self.method_a, self.method_b]
 
 
 class SurveyPair(Base):
@@ -157,6 +178,10 @@ class SurveyPair(Base):
     job_a_id: Mapped[str] = mapped_column(String(32), nullable=False)
     job_b_id: Mapped[str] = mapped_column(String(32), nullable=False)
     job_position: Mapped[int] = mapped_column(Integer, nullable=False)
+    # A multi-arm study: the two arms this row shows (job_a_id makes arm_a's image, job_b_id arm_b's);
+    # "A" below then means arm_a. NULL in a classic study (A and B are the study's two methods).
+    arm_a: Mapped[str | None] = mapped_column(String(64))
+    arm_b: Mapped[str | None] = mapped_column(String(64))
     # For an attention check: its kind, the answer that passes it (left, right or same) and,
     # for an "identical" check, the method whose image is shown on both sides.
     check_kind: Mapped[str | None] = mapped_column(String(16))
@@ -187,6 +212,8 @@ class SurveyPair(Base):
         CheckConstraint("n_assigned >= 0", name="n_assigned"),
         CheckConstraint("n_a_left >= 0 AND n_a_right >= 0", name="live_sides"),
         CheckConstraint("ordinal >= 0", name="ordinal"),
+        CheckConstraint("(arm_a IS NULL AND arm_b IS NULL) OR "
+                        "(arm_a IS NOT NULL AND arm_b IS NOT NULL AND arm_a <> arm_b)", name="arms"),
     )
 
 

@@ -56,14 +56,18 @@ def tidy_votes_csv(votes: Sequence[Vote], *, max_attention_failures: int = 0) ->
     """
     reasons = apply_exclusions(votes, max_failures=max_attention_failures).reasons
     with_passed = any(v.attention_passed is not None for v in votes)
+    # A multi-arm study's votes carry the arms of their pair (side_shown is then the side of arm_a).
+    with_arms = any(v.arm_a is not None for v in votes)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(TIDY_COLUMNS + (("attention_passed",) if with_passed else ()))
+    writer.writerow(TIDY_COLUMNS + (("attention_passed",) if with_passed else ())
+                    + (("arm_a", "arm_b") if with_arms else ()))
     for v, why in zip(votes, reasons):
         writer.writerow([_cell(x) for x in (
             v.study_id, v.pair_id, v.label, v.class_name, v.seed, v.rater_id, v.choice, v.robust_side,
             v.position, v.response_ms, v.created_at, why is not None, v.is_attention_check, why)]
-            + ([_cell(v.attention_passed)] if with_passed else []))
+            + ([_cell(v.attention_passed)] if with_passed else [])
+            + ([_cell(v.arm_a), _cell(v.arm_b)] if with_arms else []))
     return buf.getvalue()
 
 

@@ -87,3 +87,42 @@ def votes_from_counts(counts: dict, *, method_a: str = DEFAULT_A, method_b: str 
         choices = [method_a] * int(r) + [method_b] * int(v) + [SAME] * int(s)
         votes.extend(Vote(pair_id=pid, rater_id=f"r{j + 1}", choice=c) for j, c in enumerate(choices))
     return votes
+
+
+def synthetic_arm_study(strengths: dict[str, float], nu: float, *, n_items: int = 40, raters_per_pair: int = 5,
+                        n_raters: int = 60, arm_pairs: list[tuple[str, str]] | None = None, seed: int = 0,
+                        item_sd: float = 0.0, study_id: str = "synthetic-arms") -> list[Vote]:
+    """Votes of a multi-arm study drawn from the Davidson model with known strengths and tie parameter.
+
+    ``strengths``: arm -> log-strength theta; ``nu``: the tie parameter. Every
+    item (a label and seed) shows every arm pair in ``arm_pairs`` (default:
+    all pairs) to ``raters_per_pair`` raters drawn at random; each pair's side
+    placement is random. ``item_sd`` > 0 gives each item its own random shift
+    of the strengths (items then differ, as real images do), which the
+    clustered bootstrap has to absorb. The same arguments always give the same votes.
+    """
+    arms = list(strengths)
+    if arm_pairs is None:
+        arm_pairs = [(a, b) for i, a in enumerate(arms) for b in arms[i + 1:]]
+    rng = np.random.default_rng(seed)
+    theta = np.array([strengths[a] for a in arms], dtype=float)
+    index = {a: i for i, a in enumerate(arms)}
+    positions = np.zeros(n_raters, dtype=np.int64)
+    votes: list[Vote] = []
+    for item in range(n_items):
+        t_item = theta + rng.normal(0.0, item_sd, size=theta.size) if item_sd > 0 else theta
+        label = item % 10
+        for a, b in arm_pairs:
+            ta, tb = t_item[index[a]], t_item[index[b]]
+            weights = np.exp([ta, tb, np.log(nu) + (ta + tb) / 2])
+            probs = weights / weights.sum()
+            for r in rng.choice(n_raters, size=raters_per_pair, replace=False):
+                outcome = int(rng.choice(3, p=probs))
+                positions[r] += 1
+                votes.append(Vote(
+                    pair_id=f"i{item:03d}-{a}-{b}", rater_id=f"r{r + 1:03d}",
+                    choice=(a, b, SAME)[outcome], study_id=study_id, label=label, class_name=f"class {label}",
+                    seed=1000 + item, robust_side="left" if rng.random() < 0.5 else "right",
+                    position=int(positions[r]), response_ms=float(round(rng.lognormal(np.log(3000), 0.4), 1)),
+                    arm_a=a, arm_b=b))
+    return votes

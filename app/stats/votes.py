@@ -46,6 +46,10 @@ class Vote:
     # For an attention-check vote, whether it passed; None: judge by the classic rule (an
     # identical-image check, where only "same" passes). The survey's instructed checks pass on a side.
     attention_passed: bool | None = None
+    # A study with more than two arms: the two arms this pair shows (``choice`` then names one of
+    # them, and ``robust_side`` is the side of ``arm_a``). None in a two-arm file.
+    arm_a: str | None = None
+    arm_b: str | None = None
 
 
 VOTE_FIELDS = tuple(f.name for f in fields(Vote))
@@ -152,6 +156,13 @@ def _opt_str(text: str) -> str | None:
     return text or None
 
 
+def _opt_arm(text: str) -> str | None:
+    name = text.strip().lower()
+    if name in RESERVED_NAMES:
+        raise ValueError(text)
+    return name or None
+
+
 _PARSERS: dict[str, tuple[Any, str]] = {
     "study_id": (_opt_str, "text"),
     "label": (_parse_int, "an integer"),
@@ -164,13 +175,15 @@ _PARSERS: dict[str, tuple[Any, str]] = {
     "is_attention_check": (_parse_bool, "true/false, yes/no, 1/0 or empty"),
     "excluded": (_parse_bool, "true/false, yes/no, 1/0 or empty"),
     "attention_passed": (_parse_opt_bool, "true/false, yes/no, 1/0 or empty"),
+    "arm_a": (_opt_arm, "an arm name (lower case) or empty"),
+    "arm_b": (_opt_arm, "an arm name (lower case) or empty"),
 }
 
 
 class _Checker:
     """Cross-row checks shared by the CSV reader and :func:`votes_from_rows`."""
 
-    PAIR_CONSTANT = ("label", "class_name", "seed", "is_attention_check")
+    PAIR_CONSTANT = ("label", "class_name", "seed", "is_attention_check", "arm_a", "arm_b")
 
     def __init__(self, source: str | None):
         self.source = source
@@ -223,12 +236,6 @@ def _build_vote(values: Mapping[str, str], methods: tuple[str, str], row: int, l
             raise VoteFormatError("is empty; every vote needs a pair and a rater", row=row, line=line,
                                   column=name, source=source)
         kwargs[name] = text
-    try:
-        kwargs["choice"] = _canonical_choice(values["choice"], methods)
-    except ValueError:
-        raise VoteFormatError(f"unknown choice {values['choice']!r}; expected one of "
-                              f"{methods[0]}, {methods[1]}, {SAME}", row=row, line=line, column="choice",
-                              source=source) from None
     for name, (parse, expected) in _PARSERS.items():
         if name not in values:
             continue
@@ -237,6 +244,22 @@ def _build_vote(values: Mapping[str, str], methods: tuple[str, str], row: int, l
         except (ValueError, OverflowError):
             raise VoteFormatError(f"{values[name]!r} is not {expected}", row=row, line=line, column=name,
                                   source=source) from None
+    arms = (kwargs.get("arm_a"), kwargs.get("arm_b"))
+    if (arms[0] is None) != (arms[1] is None):
+        missing = "arm_b" if arms[1] is None else "arm_a"
+        raise VoteFormatError("a pair of a multi-arm study names both of its arms (arm_a and arm_b)", row=row,
+                              line=line, column=missing, source=source)
+    if arms[0] is not None and arms[0] == arms[1]:
+        raise VoteFormatError(f"arm_a and arm_b are both {arms[0]!r}; a pair shows two different arms", row=row,
+                              line=line, column="arm_b", source=source)
+    # A multi-arm vote chooses one of its own pair's arms; a two-arm vote one of the two methods.
+    allowed = arms if arms[0] is not None else methods
+    try:
+        kwargs["choice"] = _canonical_choice(values["choice"], allowed)
+    except ValueError:
+        raise VoteFormatError(f"unknown choice {values['choice']!r}; expected one of "
+                              f"{allowed[0]}, {allowed[1]}, {SAME}", row=row, line=line, column="choice",
+                              source=source) from None
     return Vote(**kwargs)
 
 

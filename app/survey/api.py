@@ -212,7 +212,7 @@ def votes(study_id: str, format: Literal["csv", "json", "tidy"] = "csv", key: Ap
     rows = export.vote_rows(session, study)
     if format == "json":
         return JSONResponse({"study_id": study.id, "manifest_sha256": study.manifest_sha256, "votes": rows})
-    return PlainTextResponse(export.rows_csv(rows), media_type="text/csv",
+    return PlainTextResponse(export.rows_csv(rows, multi_arm=study.arms is not None), media_type="text/csv",
                              headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
 
 
@@ -248,6 +248,12 @@ def report(study_id: str, n_boot: NBoot = 2000, seed: Seed = 0, key: ApiKey = De
 
     study = _study(session, study_id, key)
     stats = _results(session, study, n_boot, seed)
+    if study.arms is not None:
+        from app.stats.arms_report import render_arms_report
+
+        html = render_arms_report(stats, title=study.title, study=study_header(session, study, stats))
+        return HTMLResponse(html, headers={**REPORT_HEADERS, "Content-Disposition": (
+            f'inline; filename="survey-{study.id}-report.html"')})
     shown = {str(p) for p in stats["most_preferred"] + stats["least_preferred"]}
     images = embedded_images(session, study, settings, shown)
     html = render_report(stats, title=study.title, images=images, study=study_header(session, study, stats))
@@ -263,6 +269,17 @@ def table2(study_id: str, format: Literal["csv", "latex"] = "csv", key: ApiKey =
 
     study = _study(session, study_id, key)
     stats = _results(session, study, 0, 0)
+    if study.arms is not None:
+        from app.stats.arms_report import arms_table2_csv
+
+        if format == "latex":
+            body = "".join(table2_latex({**e, "methods": {"a": e["arms"][0], "b": e["arms"][1]}},
+                                        label=f"tab:preference-{e['arms'][0]}-{e['arms'][1]}")
+                           for e in stats["arm_pairs"])
+            return PlainTextResponse(body, media_type="application/x-tex", headers={
+                "Content-Disposition": f'attachment; filename="survey-{study.id}-table2.tex"'})
+        return PlainTextResponse(arms_table2_csv(stats), media_type="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="survey-{study.id}-table2.csv"'})
     if format == "latex":
         return PlainTextResponse(table2_latex(stats), media_type="application/x-tex", headers={
             "Content-Disposition": f'attachment; filename="survey-{study.id}-table2.tex"'})

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.stats import Vote, compute_all, tidy_votes_csv
+from app.stats.arms import compute_arms
 from worker.survey_models import Rater, Study, SurveyPair, SurveyVote
 
 COLUMNS = ("study_id", "vote_id", "pair_id", "pair_ordinal", "label", "class_name", "seed", "rater_id",
@@ -19,6 +20,8 @@ COLUMNS = ("study_id", "vote_id", "pair_id", "pair_ordinal", "label", "class_nam
            "response_ms", "client_ms", "server_ms", "images_loaded", "load_ms", "input", "too_fast",
            "attention_check", "check_answer", "attention_passed", "rater_failed_checks", "rater_excluded",
            "rater_exclusion_reason", "image_a_sha256", "image_b_sha256", "created_at")
+# A multi-arm study's export adds the arms of each pair and of each side (a classic study's is unchanged).
+ARM_COLUMNS = ("arm_a", "arm_b", "left_arm", "right_arm")
 
 
 def vote_rows(session: Session, study: Study) -> list[dict]:
@@ -34,12 +37,18 @@ def vote_rows(session: Session, study: Study) -> list[dict]:
         if v.attention_passed is False:
             failures[v.rater_id] = failures.get(v.rater_id, 0) + 1
     out = []
+    methods = {a["name"]: a["method"] for a in study.arms} if study.arms is not None else {}
     for v, p, r in rows:
+        first, second = (p.arm_a, p.arm_b) if p.arm_a is not None else (study.method_a, study.method_b)
         if p.is_attention_check and p.check_method:
             left = right = p.check_method
         else:
-            left = study.method_a if v.a_side == "left" else study.method_b
-            right = study.method_b if v.a_side == "left" else study.method_a
+            left = first if v.a_side == "left" else second
+            right = second if v.a_side == "left" else first
+        extra = {}
+        if study.arms is not None:
+            extra = {"arm_a": p.arm_a, "arm_b": p.arm_b, "left_arm": left, "right_arm": right}
+            left, right = methods.get(left, left), methods.get(right, right)
         out.append({
             "study_id": study.id, "vote_id": v.id, "pair_id": p.id, "pair_ordinal": p.ordinal, "label": p.label,
             "class_name": p.class_name, "seed": p.seed, "rater_id": r.id, "participant": r.external_id,
@@ -51,7 +60,7 @@ def vote_rows(session: Session, study: Study) -> list[dict]:
             "rater_failed_checks": failures.get(r.id, 0) > study.max_attention_failures,
             "rater_excluded": r.excluded_at is not None, "rater_exclusion_reason": r.exclusion_reason,
             "image_a_sha256": p.image_a_sha256, "image_b_sha256": p.image_b_sha256,
-            "created_at": v.created_at.isoformat(),
+            "created_at": v.created_at.isoformat(), **extra,
         })
     return out
 
@@ -64,12 +73,13 @@ def _cell(value) -> str:
     return str(value)
 
 
-def rows_csv(rows: list[dict]) -> str:
+def rows_csv(rows: list[dict], *, multi_arm: bool = False) -> str:
+    columns = COLUMNS + (ARM_COLUMNS if multi_arm else ())
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow([_cell(row[c]) for c in COLUMNS])
+        writer.writerow([_cell(row[c]) for c in columns])
     return buf.getvalue()
 
 
@@ -87,7 +97,7 @@ def stats_votes(study: Study, rows: list[dict]) -> list[Vote]:
                  position=r["position"], response_ms=r["response_ms"], created_at=r["created_at"],
                  is_attention_check=r["attention_check"],
                  excluded=r["rater_excluded"] and r["rater_exclusion_reason"] != FAILED_CHECKS,
-                 attention_passed=r["attention_passed"]) for r in rows]
+                 attention_passed=r["attention_passed"], arm_a=r.get("arm_a"), arm_b=r.get("arm_b")) for r in rows]
 
 
 def tidy_csv(session: Session, study: Study) -> str:
@@ -102,6 +112,13 @@ def results(session: Session, study: Study, *, n_boot: int, seed: int) -> dict:
     Raises ``ValueError`` when there is nothing to analyse yet.
     """
     votes = stats_votes(study, vote_rows(session, study))
+    if study.arms is not None:
+        stats = compute_arms(votes, seed=seed, n_boot=n_boot, arms=study.arm_names,
+                             max_attention_failures=study.max_attention_failures, fast_ms=float(study.min_answer_ms))
+        stats["study"] = {"id": study.id, "title": study.title, "status": study.status,
+                          "manifest_sha256": study.manifest_sha256, "code_version": study.code_version,
+                          "design": study.design, "arms": list(study.arms)}
+        return stats
     stats = compute_all(votes, seed=seed, n_boot=n_boot, method_a=study.method_a, method_b=study.method_b,
                         max_attention_failures=study.max_attention_failures, fast_ms=float(study.min_answer_ms))
     stats["study"] = {"id": study.id, "title": study.title, "status": study.status,

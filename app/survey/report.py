@@ -127,13 +127,21 @@ def study_header(session: Session, study: Study, stats: dict) -> dict:
         description = "preset no longer installed"
     tally = counts(rater_rows(session, study))
     analysed = stats["n_raters"]
+    arms = (f"A: {study.method_a} (scale {study.scale_a:g}); B: {study.method_b} (scale {study.scale_b:g})"
+            if study.arms is None else "; ".join(
+                f"{a['name']}: {a['method']}" + (f" (scale {a['scale']:g})" if a["method"] != "none" else "")
+                + (f", {a['sampler']} {a['steps']}" if (a["sampler"], a["steps"]) != (study.sampler, study.steps)
+                   else "") for a in study.arms)
+            + f"; design {study.design}" + (f" (reference {study.reference_arm})" if study.reference_arm else "")
+            + (f" ({study.pairs_per_item} arm pairs per item)" if study.pairs_per_item else ""))
     facts = [
         ("Study", study.id),
         ("Manifest SHA-256", study.manifest_sha256 or "–"),
-        ("Arms", f"A: {study.method_a} (scale {study.scale_a:g}); B: {study.method_b} (scale {study.scale_b:g})"),
+        ("Arms", arms),
         ("Sampler and steps", f"{study.sampler}, {study.steps}"),
         ("Preset", f"{study.preset} ({description})"),
-        ("Seed", f"{study.seed} (pair i uses seed + i for both images)"),
+        ("Seed", f"{study.seed} (pair i uses seed + i for both images)" if study.arms is None else
+                 f"{study.seed} (item i uses seed + i for the images of every arm)"),
         ("Code version", study.code_version),
         ("Dates", f"created {_day(study.created_at)}; opened {_day(study.opened_at)}; "
                   + (f"closed {_day(study.closed_at)}" if study.closed_at else "still open")),
@@ -155,6 +163,7 @@ def study_header(session: Session, study: Study, stats: dict) -> dict:
     if study.status != "closed":
         provisional = (f"this study is still {study.status}: the numbers below will change as answers come in. "
                        "Close the study before reporting them.")
-    return {"facts": facts, "counts": rows, "methods": methods_paragraph(study, stats, tally, description),
+    methods = methods_paragraph(study, stats, tally, description) if study.arms is None else None
+    return {"facts": facts, "counts": rows, "methods": methods,
             "amendments": [_amendment(m) for m in (study.amendments or [])], "provisional": provisional,
             "exits": exits.all_exits(study)}

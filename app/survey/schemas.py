@@ -17,6 +17,7 @@ from pydantic import (
 from app.schemas import Label, SamplerName, StepsSpec
 from app.survey.exits import OUTCOME_NAMES
 from app.survey.quality import FLAG_NAMES
+from model_core.designs import DESIGNS
 from worker.survey_models import CHECK_KINDS, PLATFORMS
 
 DEFAULT_QUESTION = "Which image is more realistic, and more aligned to the description?"
@@ -68,6 +69,22 @@ Method = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, m
 Scale = Annotated[float, Field(allow_inf_nan=False, description="positive guidance scale")]
 
 
+ArmName = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[a-z][a-z0-9_.@-]{0,63}$")]
+
+
+class ArmSpec(BaseModel):
+    """One arm of a multi-arm study: a guidance method of the preset at a scale, optionally its own steps/sampler."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    method: Method = Field(description="a method of the preset (GET /v1/presets), 'none' for no guidance")
+    scale: Scale | None = Field(None, description="guidance scale; default the preset's for the method")
+    name: ArmName | None = Field(None, description="how votes, exports and the report name the arm; default the "
+                                                   "method, or method@scale when two arms share a method "
+                                                   "('unguided' for 'none')")
+    steps: StepsSpec | None = Field(None, description="this arm's respacing; default the study's")
+    sampler: SamplerName | None = Field(None, description="this arm's sampler; default the study's")
+
+
 class StudyCreate(BaseModel):
     # strict: numbers and booleans must be JSON numbers and booleans ("attention_checks": "yes" is an error).
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
@@ -75,6 +92,9 @@ class StudyCreate(BaseModel):
          "raters_per_pair": 5, "attention_checks": True},
         {"title": "The paper's survey", "preset": "imagenet128", "num_pairs": 200, "steps": "250",
          "raters_per_pair": 36},
+        {"title": "Three arms", "preset": "tiny", "num_pairs": 8, "seed": 1, "steps": "ddim5", "raters_per_pair": 5,
+         "arms": [{"method": "robust", "scale": 1.0}, {"method": "vanilla", "scale": 0.5},
+                  {"method": "robust", "scale": 3.0, "name": "robust-strong"}], "design": "all_pairs"},
     ]})
 
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
@@ -96,6 +116,18 @@ class StudyCreate(BaseModel):
                                                     "(vanilla: 0.5)")
     steps: StepsSpec | None = Field(None, description="respacing, as for generations; default the preset's")
     sampler: SamplerName | None = None
+    arms: list[ArmSpec] | None = Field(
+        None, min_length=2, max_length=12,
+        description="instead of method_a/method_b: the arms to compare (K >= 2); every item (label and seed) gets "
+                    "an image of every arm from the same starting noise, and raters see two arms at a time")
+    design: Literal[DESIGNS] | None = Field(  # type: ignore[valid-type]
+        None, description="with arms: which arm pairs each item is shown with: 'all_pairs' (default), 'reference' "
+                          "(each arm against reference_arm) or 'balanced_incomplete' (pairs_per_item of the arm "
+                          "pairs per item, each arm pair on equally many items)")
+    reference_arm: ArmName | None = Field(None, description="the reference design's arm (a name in arms); default "
+                                                            "the first arm")
+    pairs_per_item: Annotated[StrictInt, Field(ge=1, le=66)] | None = Field(
+        None, description="the balanced incomplete design's arm pairs per item; default K // 2")
     raters_per_pair: Annotated[StrictInt, Field(ge=1, le=100000)] = Field(
         25, description="per-pair cap: a pair is shown to at most this many raters")
     pairs_per_rater: Annotated[StrictInt, Field(ge=1, le=100000)] | None = Field(
@@ -196,6 +228,19 @@ class PairStatus(BaseModel):
         description="answers per choice (for a check: passed, failed); null while the study collects unless "
                     "asked for (?preferences=true)")
     check_answer: str | None = Field(None, description="for an attention check: the answer that passes it")
+    arm_a: str | None = Field(None, description="a multi-arm study: the pair's first arm (a_left counts it)")
+    arm_b: str | None = Field(None, description="a multi-arm study: the pair's second arm")
+
+
+class ArmPairStatus(BaseModel):
+    arms: list[str] = Field(description="the two arms (the first is 'A' of a_left and of the sides)")
+    n_items: int = Field(description="items (label and seed) shown with this arm pair")
+    assigned: int
+    answers: int
+    a_left: int
+    min_answers: int | None = Field(description="fewest answers of one item with this arm pair")
+    max_answers: int | None
+    choices: dict[str, int] | None
 
 
 class StudyLinks(BaseModel):
@@ -227,6 +272,11 @@ class StudyOut(BaseModel):
     scale_b: float
     steps: str
     sampler: str
+    arms: list[dict] | None = Field(None, description="a multi-arm study's arms (name, method, scale, steps, sampler); "
+                                                      "null for a study of method_a against method_b")
+    design: str | None = None
+    reference_arm: str | None = None
+    pairs_per_item: int | None = None
     seed: int
     label_source: str
     num_pairs: int
@@ -267,6 +317,8 @@ class StudyOut(BaseModel):
     closed_at: datetime | None
     links: StudyLinks
     pairs: list[PairStatus] | None = Field(None, description="per-pair counts (GET of one study only)")
+    arm_pairs: list[ArmPairStatus] | None = Field(None, description="a multi-arm study's counts per arm pair (GET of "
+                                                                    "one study only)")
 
 
 class StudyList(BaseModel):

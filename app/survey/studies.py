@@ -28,6 +28,7 @@ from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.survey import exits
+from app.survey.arms import ArmPlan, check_body, resolve_arms
 from app.validation import RequestInvalid, http_error, http_errors, job_spec, server_limits
 from model_core.generation_request import RequestInvalid as CoreRequestInvalid
 from model_core.generation_request import resolve_generation
@@ -42,6 +43,8 @@ from worker.survey_models import Assignment, Rater, Study, SurveyPair, SurveyVot
 # 2: attention checks from images outside the study (their kind and passing answer), the
 # platform and exit codes, the rater-quality settings.
 MANIFEST_VERSION = 2
+# A multi-arm study's manifest adds settings.arms/design/reference_arm/pairs_per_item and items[] (same version:
+# a classic study's manifest is unchanged).
 
 
 class StudyStateError(Exception):
@@ -76,6 +79,7 @@ class Plan:
     steps: str
     sampler: str
     check_labels: list[int]  # the attention checks' labels: pairs len(labels)..., seeds after the real ones
+    arm_plan: ArmPlan | None = None  # a multi-arm study (app.survey.arms)
 
 
 def draw_check_labels(num_classes: int, n: int, seed: int) -> list[int]:
@@ -90,17 +94,17 @@ def plan_study(body, settings: Settings) -> Plan:
         preset = get_preset(body.preset)
     except UnknownPresetError as exc:
         raise RequestInvalid([http_error(("preset",), str(exc), body.preset)]) from None
-    errors: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = check_body(body)
     a, b = body.method_a.lower(), body.method_b.lower()
     usable = [m for m in preset.methods if m != "none"]
-    for field, method in (("method_a", a), ("method_b", b)):
+    for field, method in () if body.arms is not None else (("method_a", a), ("method_b", b)):
         if method == "none":
             errors.append(http_error((field,), "unguided sampling cannot be a survey method here: the statistics "
                                          "reserve the name 'none' for 'no preference'", method))
         elif method not in usable:
             errors.append(http_error((field,), f"method {method!r} is not a guidance method of preset {preset.name!r} "
                                          f"(choose from {', '.join(usable)})", method))
-    if a == b:
+    if a == b and body.arms is None:
         errors.append(http_error(("method_b",), f"method_b must differ from method_a (both are {a!r})", b))
 
     if body.labels is not None and body.num_pairs is not None:
@@ -125,6 +129,13 @@ def plan_study(body, settings: Settings) -> Plan:
     n_checks = body.attention_checks_per_rater if body.attention_checks else 0
     check_labels = draw_check_labels(preset.num_classes, n_checks, seed)
     all_labels = labels + check_labels
+    if body.arms is not None:
+        arm_plan = resolve_arms(body, preset, settings, seed, all_labels)
+        arms = arm_plan.arms
+        return Plan(preset=preset, labels=labels, seed=seed, label_source=label_source, method_a=arms[0].name,
+                    method_b=arms[1].name, scales={arms[0].name: arms[0].scale, arms[1].name: arms[1].scale},
+                    specs=[(start, spec) for start, spec, _ in arm_plan.specs], steps=arms[0].steps,
+                    sampler=arms[0].sampler, check_labels=check_labels, arm_plan=arm_plan)
 
     together = {a, b} == set(preset.pair_methods)
     per_job = max(1, settings.max_images_per_request // (2 if together else 1))
@@ -161,7 +172,9 @@ def create_study(session: Session, body, settings: Settings, owner_key_id: str |
     rng = random.Random(f"rguide-survey-sides:{plan.seed}")
     job_ids: list[str] = []
     slot: dict[int, tuple[str, str, int]] = {}  # pair index -> (job of A, job of B, position in job)
-    for start, spec in plan.specs:
+    arm_slot: dict[tuple[int, str], tuple[str, int]] = {}  # (item, arm) -> (job, position in job)
+    arm_groups = [group for _, _, group in plan.arm_plan.specs] if plan.arm_plan else None
+    for n_spec, (start, spec) in enumerate(plan.specs):
         job = Job(id=jobs.new_job_id(), status="queued", preset=spec.preset, guidance=spec.guidance,
                        labels=list(spec.labels), seeds=list(spec.seeds), scales=dict(spec.scales),
                        steps=spec.steps, sampler=spec.sampler, num_steps=spec.num_steps,
@@ -172,6 +185,11 @@ def create_study(session: Session, body, settings: Settings, owner_key_id: str |
         # job): a study and its jobs are stored together or not at all.
         session.add(job)
         job_ids.append(job.id)
+        if arm_groups is not None:
+            for offset in range(len(spec.labels)):
+                for arm in arm_groups[n_spec]:
+                    arm_slot[(start + offset, arm)] = (job.id, offset)
+            continue
         for offset in range(len(spec.labels)):
             a_job, b_job, _ = slot.get(start + offset, (None, None, offset))
             if spec.guidance == PAIR or spec.guidance == plan.method_a:
@@ -200,6 +218,10 @@ def create_study(session: Session, body, settings: Settings, owner_key_id: str |
         secret=_new_secret(), code_version=code_version()[:100], job_ids=job_ids)
     session.add(study)
     names = plan.preset.class_names
+    if plan.arm_plan is not None:
+        _arm_pairs(session, study, plan, body, arm_slot, rng)
+        session.commit()
+        return study
     for i, label in enumerate(plan.labels):
         a_job, b_job, pos = slot[i]
         session.add(SurveyPair(id=uuid.uuid4().hex, study_id=study_id, ordinal=i, label=label,
@@ -221,6 +243,47 @@ def create_study(session: Session, body, settings: Settings, owner_key_id: str |
             n_assigned=0, a_left_first=rng.random() < 0.5))
     session.commit()
     return study
+
+
+def _arm_pairs(session: Session, study: Study, plan: Plan, body, arm_slot: dict, rng: random.Random) -> None:
+    """A multi-arm study's rows: one per item and arm pair of the design, then the attention checks."""
+    ap = plan.arm_plan
+    names = plan.preset.class_names
+    arm_names = [a.name for a in ap.arms]
+    study.arms = [a.to_dict() for a in ap.arms]
+    study.design = ap.design
+    study.reference_arm = arm_names[ap.reference] if ap.design == "reference" else None
+    study.pairs_per_item = ap.pairs_per_item
+    ordinal = 0
+    for i, label in enumerate(plan.labels):
+        for x, y in ap.item_pairs[i]:
+            (job_a, pos), (job_b, _) = arm_slot[(i, arm_names[x])], arm_slot[(i, arm_names[y])]
+            session.add(SurveyPair(id=uuid.uuid4().hex, study_id=study.id, ordinal=ordinal, label=label,
+                                   class_name=names[label], seed=plan.seed + i, is_attention_check=False,
+                                   job_a_id=job_a, job_b_id=job_b, job_position=pos, arm_a=arm_names[x],
+                                   arm_b=arm_names[y], n_assigned=0, a_left_first=rng.random() < 0.5))
+            ordinal += 1
+    n_real = ordinal
+    study.pairs_per_rater = min(body.pairs_per_rater or n_real, n_real)
+    instructed = body.attention_check_kind == "instructed"
+    a, b = arm_names[0], arm_names[1]
+    for k, label in enumerate(plan.check_labels):
+        item = len(plan.labels) + k
+        (job_a, pos), (job_b, _) = arm_slot[(item, a)], arm_slot[(item, b)]
+        session.add(SurveyPair(
+            id=uuid.uuid4().hex, study_id=study.id, ordinal=n_real + k, label=label, class_name=names[label],
+            seed=plan.seed + item, is_attention_check=True, job_a_id=job_a, job_b_id=job_b, job_position=pos,
+            arm_a=a, arm_b=b, check_kind=body.attention_check_kind,
+            check_answer=("left" if k % 2 == 0 else "right") if instructed else "same",
+            check_method=None if instructed else (a if k % 2 == 0 else b), n_assigned=0,
+            a_left_first=rng.random() < 0.5))
+
+
+def arm_method(study: Study, arm: str | None, fallback: str) -> str:
+    """The guidance method whose image id an arm's image has (a classic study: the method itself)."""
+    if study.arms is None or arm is None:
+        return fallback
+    return next(a["method"] for a in study.arms if a["name"] == arm)
 
 
 def _new_secret() -> str:
@@ -269,7 +332,8 @@ def _open(session: Session, study: Study) -> None:
                                  .order_by(SurveyPair.ordinal)))
     wanted: dict[str, tuple[str, int, str]] = {}
     for p in pairs:
-        for job_id, method in ((p.job_a_id, study.method_a), (p.job_b_id, study.method_b)):
+        for job_id, method in ((p.job_a_id, arm_method(study, p.arm_a, study.method_a)),
+                               (p.job_b_id, arm_method(study, p.arm_b, study.method_b))):
             iid = jobs.image_id(job_id, p.job_position, method)
             wanted[iid] = (job_id, p.job_position, method)
     images = {im.id: im for im in session.scalars(select(Image).where(Image.id.in_(list(wanted))))}
@@ -282,11 +346,11 @@ def _open(session: Session, study: Study) -> None:
     now = jobs.utcnow()
     entries = []
     for p in pairs:
-        im_a = images[jobs.image_id(p.job_a_id, p.job_position, study.method_a)]
-        im_b = images[jobs.image_id(p.job_b_id, p.job_position, study.method_b)]
+        im_a = images[jobs.image_id(p.job_a_id, p.job_position, arm_method(study, p.arm_a, study.method_a))]
+        im_b = images[jobs.image_id(p.job_b_id, p.job_position, arm_method(study, p.arm_b, study.method_b))]
         if p.is_attention_check and p.check_method:
             # An identical-image check: the same image on both sides, the check's "A" and "B" are one file.
-            im_a = im_b = im_a if p.check_method == study.method_a else im_b
+            im_a = im_b = im_a if p.check_method == (p.arm_a or study.method_a) else im_b
         values = dict(image_a_id=im_a.id, image_b_id=im_b.id, image_a_sha256=im_a.sha256,
                       image_b_sha256=im_b.sha256)
         session.execute(update(SurveyPair).where(SurveyPair.id == p.id).values(**values))
@@ -315,6 +379,9 @@ def _manifest_pair(study: Study, p: SurveyPair, im_a: Image, im_b: Image) -> dic
     if p.is_attention_check and p.check_method:
         entry["check_method"] = p.check_method
         entry["image"] = _image_entry(im_a)
+    elif p.arm_a is not None:
+        entry["arms"] = [p.arm_a, p.arm_b]
+        entry["images"] = {p.arm_a: _image_entry(im_a), p.arm_b: _image_entry(im_b)}
     else:
         entry["images"] = {study.method_a: _image_entry(im_a), study.method_b: _image_entry(im_b)}
     return entry
@@ -322,7 +389,7 @@ def _manifest_pair(study: Study, p: SurveyPair, im_a: Image, im_b: Image) -> dic
 
 def build_manifest(study: Study, pairs: list[dict], opened_at) -> dict:
     preset = get_preset(study.preset)
-    return {
+    manifest = {
         "manifest_version": MANIFEST_VERSION,
         "study_id": study.id,
         "title": study.title,
@@ -358,6 +425,34 @@ def build_manifest(study: Study, pairs: list[dict], opened_at) -> dict:
         "generation_jobs": list(study.job_ids),
         "pairs": pairs,
     }
+    if study.arms is not None:
+        _arm_manifest(study, manifest)
+    return manifest
+
+
+def _arm_manifest(study: Study, manifest: dict) -> None:
+    """A multi-arm study's manifest: the arms, the design and, per item, every arm's image and hash."""
+    settings = manifest["settings"]
+    for key in ("method_a", "method_b"):
+        settings.pop(key)
+    settings["arms"] = list(study.arms)
+    settings["design"] = study.design
+    settings["reference_arm"] = study.reference_arm
+    settings["pairs_per_item"] = study.pairs_per_item
+    settings["seed_rule"] = ("item i (a label) uses seed + i for the images of every arm: the same starting "
+                             "noise and per-step noise in every arm")
+    settings["counterbalancing"] = settings["counterbalancing"].replace("method A", "the pair's first arm (arm_a)")
+    items: dict[tuple, dict] = {}
+    for entry in manifest["pairs"]:
+        if entry["attention_check"]:
+            continue
+        item = items.setdefault((entry["label"], entry["seed"]), {"label": entry["label"],
+                                                                  "class_name": entry["class_name"],
+                                                                  "seed": entry["seed"], "images": {}})
+        item["images"].update(entry["images"])
+    order = [a["name"] for a in study.arms]
+    manifest["items"] = [{**item, "images": {a: item["images"][a] for a in order if a in item["images"]}}
+                         for item in items.values()]
 
 
 def manifest_digest(manifest: dict) -> str:
@@ -516,6 +611,8 @@ def summary(session: Session, study: Study, *, base_url: str = "", with_pairs: b
         "id": study.id, "title": study.title, "status": study.status, "error": study.error,
         "preset": study.preset, "method_a": study.method_a, "scale_a": study.scale_a,
         "method_b": study.method_b, "scale_b": study.scale_b, "steps": study.steps, "sampler": study.sampler,
+        "arms": list(study.arms) if study.arms is not None else None, "design": study.design,
+        "reference_arm": study.reference_arm, "pairs_per_item": study.pairs_per_item,
         "seed": study.seed, "label_source": study.label_source, "num_pairs": n_pairs,
         "attention_check_pairs": n_checks, "raters_per_pair": study.raters_per_pair,
         "pairs_per_rater": study.pairs_per_rater, "attention_checks_per_rater": study.attention_checks,
@@ -533,11 +630,36 @@ def summary(session: Session, study: Study, *, base_url: str = "", with_pairs: b
         "flagged_too_fast": too_fast, "failed_attention_raters": len(failed_attention_raters(session, study)),
         "manifest_sha256": study.manifest_sha256, "created_at": study.created_at, "opened_at": study.opened_at,
         "closed_at": study.closed_at, "amendments": list(study.amendments or []), "links": links(study, base_url),
-        "pairs": None,
+        "pairs": None, "arm_pairs": None,
     }
     if with_pairs:
         out["pairs"] = pair_status(session, study, preferences=preferences or study.status == "closed")
+        if study.arms is not None:
+            out["arm_pairs"] = arm_pair_status(out["pairs"], study)
     return out
+
+
+def arm_pair_status(pairs: list[dict], study: Study) -> list[dict]:
+    """A multi-arm study's real pairs summed per arm pair: items, assignments, answers and (when shown) choices."""
+    order = {name: i for i, name in enumerate(study.arm_names)}
+    out: dict[tuple[str, str], dict] = {}
+    for p in pairs:
+        if p["attention_check"]:
+            continue
+        key = (p["arm_a"], p["arm_b"])
+        entry = out.setdefault(key, {"arms": list(key), "n_items": 0, "assigned": 0, "answers": 0, "a_left": 0,
+                                     "min_answers": None, "max_answers": None,
+                                     "choices": None if p["choices"] is None else {key[0]: 0, key[1]: 0, "same": 0}})
+        entry["n_items"] += 1
+        entry["assigned"] += p["assigned"]
+        entry["answers"] += p["answers"]
+        entry["a_left"] += p["a_left"]
+        entry["min_answers"] = p["answers"] if entry["min_answers"] is None else min(entry["min_answers"], p["answers"])
+        entry["max_answers"] = p["answers"] if entry["max_answers"] is None else max(entry["max_answers"], p["answers"])
+        if entry["choices"] is not None and p["choices"] is not None:
+            for k, n in p["choices"].items():
+                entry["choices"][k] = entry["choices"].get(k, 0) + n
+    return sorted(out.values(), key=lambda e: (order.get(e["arms"][0], 99), order.get(e["arms"][1], 99)))
 
 
 def pair_status(session: Session, study: Study, *, preferences: bool = True) -> list[dict]:
@@ -555,7 +677,7 @@ def pair_status(session: Session, study: Study, *, preferences: bool = True) -> 
     for p in session.scalars(select(SurveyPair).where(SurveyPair.study_id == study.id)
                              .order_by(SurveyPair.ordinal)):
         c = counts.get(p.id, {"answers": 0, "a_left": 0, "choices": {}})
-        choices = {study.method_a: 0, study.method_b: 0, "same": 0, **c["choices"]}
+        choices = {p.arm_a or study.method_a: 0, p.arm_b or study.method_b: 0, "same": 0, **c["choices"]}
         if p.is_attention_check:
             # What a check counts is passes and failures, not preferences: always shown.
             passed = session.scalar(select(func.count()).where(SurveyVote.pair_id == p.id,
@@ -565,5 +687,5 @@ def pair_status(session: Session, study: Study, *, preferences: bool = True) -> 
                     "seed": p.seed, "attention_check": p.is_attention_check, "assigned": p.n_assigned,
                     "live": p.n_a_left + p.n_a_right, "answers": c["answers"], "a_left": c["a_left"],
                     "choices": choices if (preferences or p.is_attention_check) else None,
-                    "check_answer": p.check_answer})
+                    "check_answer": p.check_answer, "arm_a": p.arm_a, "arm_b": p.arm_b})
     return out

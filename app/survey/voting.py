@@ -78,6 +78,8 @@ def choice_for(study: Study, pair: SurveyPair, a_side: str, side: str) -> str:
         return SAME
     if pair.is_attention_check and pair.check_method:
         return pair.check_method  # the same image on both sides: either side "chooses" its method
+    if pair.arm_a is not None:  # a multi-arm study: the arm on the side clicked
+        return pair.arm_a if side == a_side else pair.arm_b
     return study.method_a if side == a_side else study.method_b
 
 

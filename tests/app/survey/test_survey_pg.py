@@ -180,3 +180,53 @@ def test_hostile_ids_and_text_are_refused_not_crashed_on(pg_api):
     assert pg_api.get("/v1/surveys/ab%00cd", headers=hdr).status_code == 404
     r = pg_api.post("/v1/surveys", json={"preset": "tiny", "num_pairs": 1, "title": "a\x00b"}, headers=hdr)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "title"]
+
+
+def test_a_multi_arm_study_on_postgresql_and_the_0007_downgrade_refuses_to_lose_it(service_factory):
+    """The arms columns and their CHECKs on PostgreSQL; downgrading below 0007 refuses while a multi-arm study
+    is stored, and works once it is gone."""
+    from alembic import command
+    from sqlalchemy import inspect, text
+    from sqlalchemy.exc import IntegrityError
+    from survey_support import Rater
+
+    from app.main import create_app
+    from worker import db
+    from worker.survey_models import Study, SurveyPair
+
+    env = service_factory()
+    url = env.settings.database_url
+    arms = [{"method": "robust"}, {"method": "vanilla"}, {"method": "robust", "scale": 2.0, "name": "strong"}]
+    with TestClient(create_app(env.settings, run_reaper=False)) as client:
+        key = new_key(env.settings)
+        study = open_study(client, key, num_pairs=1, arms=arms, raters_per_pair=2)
+        Rater.new(client.app, study["id"]).start().finish()
+        results = client.get(f"/v1/surveys/{study['id']}/results?n_boot=20",
+                             headers={"Authorization": f"Bearer {key}"}).json()
+        assert results["arms"] == ["robust", "vanilla", "strong"] and results["n_answers"] == 3
+    Session = db.session_factory(url)
+    with Session() as s:
+        assert s.get(Study, study["id"]).arms[2]["name"] == "strong"
+        pair_id = s.scalar(select(SurveyPair.id).where(SurveyPair.study_id == study["id"]).limit(1))
+        for bad in ("UPDATE survey_pairs SET arm_b = NULL WHERE id = :p",
+                    "UPDATE survey_pairs SET arm_b = arm_a WHERE id = :p"):
+            with pytest.raises(IntegrityError):
+                s.execute(text(bad), {"p": pair_id})
+                s.commit()
+            s.rollback()
+        with pytest.raises(IntegrityError):
+            s.execute(text("UPDATE survey_studies SET design = NULL WHERE id = :i"), {"i": study["id"]})
+            s.commit()
+        s.rollback()
+    db.dispose_engines()
+    with pytest.raises(RuntimeError, match="multi-arm"):
+        command.downgrade(db.alembic_config(url), "0006_analyses_and_previews")
+    with Session() as s:
+        s.execute(text("DELETE FROM survey_studies"))
+        s.commit()
+    db.dispose_engines()
+    command.downgrade(db.alembic_config(url), "0006_analyses_and_previews")
+    assert "arm_a" not in {c["name"] for c in inspect(db.get_engine(url)).get_columns("survey_pairs")}
+    db.upgrade(url)
+    assert db.current_revision(url) == db.head_revision()
+    db.dispose_engines()

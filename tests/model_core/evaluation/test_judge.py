@@ -85,3 +85,34 @@ def test_pilot_cli_errors_name_the_flag(tmp_path, capsys, extra, msg):
     assert main(["pilot", "--preset", "demo", "--per-class", "1", "--labels", "0", "--steps", "2",
                  "--out", str(tmp_path / "o"), "--no-progress", *extra]) == 2
     assert msg in capsys.readouterr().err
+
+
+def test_multi_arm_pilot_judges_every_arm_pair_and_ranks_the_arms(tmp_path, capsys):
+    out = tmp_path / "arms-pilot"
+    argv = ["pilot", "--preset", "demo", "--per-class", "1", "--labels", "0,1", "--steps", "3", "--raters", "3",
+            "--arms", "robust=robust:1,vanilla=vanilla:0.5,plain=none", "--out", str(out), "--no-progress",
+            "--threads", "1", "--plan-raters", "3,5"]
+    assert main(argv) == 0
+    rows = list(csv.DictReader(open(out / "votes.csv")))
+    assert len(rows) == 2 * 3 * 3  # 2 items x 3 arm pairs x 3 raters
+    assert {(r["arm_a"], r["arm_b"]) for r in rows} == {("robust", "vanilla"), ("robust", "plain"),
+                                                        ("vanilla", "plain")}
+    assert all(r["choice"] in (r["arm_a"], r["arm_b"], "same") for r in rows)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["schema"] == "rguide.stats.arms/1" and stats["arms"] == ["robust", "vanilla", "plain"]
+    assert stats["machine_pilot"]["design"] == "all_pairs" and stats["ranking"]["model"] == "davidson"
+    assert len(list((out / "images").glob("demo-*.png"))) == 2 * 3
+    report = (out / "report.html").read_text()
+    assert "No person saw these images" in report and "Raters saw two arms" not in report
+    pilot = json.loads((out / "pilot.json").read_text())
+    # Every arm of an item from the same seed: the records of one item share label and seed.
+    assert {(p["label"], p["seed"]) for p in pilot["pairs"]} == {(0, 0), (1, 0)}
+    assert json.loads((out / "power.json").read_text())["pilot"] is not None
+    cached = sorted((out / "samples").iterdir())
+    assert main(argv) == 0
+    assert sorted((out / "samples").iterdir()) == cached
+    assert json.loads((out / "pilot.json").read_text())["pairs"] == pilot["pairs"]
+    assert "arm pairs judged" in capsys.readouterr().out
+    assert main(["pilot", "--preset", "demo", "--per-class", "1", "--labels", "0", "--steps", "2", "--out",
+                 str(tmp_path / "bad"), "--no-progress", "--arms", "a=robust:1,b=robus:1"]) == 2
+    assert "--arms" in capsys.readouterr().err
