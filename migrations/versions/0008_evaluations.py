@@ -3,8 +3,8 @@
 A shard's state columns are a generation job's (the same guarded updates and
 the reaper drive it); see ``worker.evaluation_models``.
 
-Revision ID: 0007_evaluations
-Revises: 0006_analyses_and_previews
+Revision ID: 0008_evaluations
+Revises: 0007_study_arms
 Create Date: 2026-12-06
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_evaluations"
-down_revision = "0006_analyses_and_previews"
+revision = "0008_evaluations"
+down_revision = "0007_study_arms"
 branch_labels = None
 depends_on = None
 

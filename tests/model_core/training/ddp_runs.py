@@ -31,3 +31,9 @@ dist.barrier()
 train_classifier(clf_cfg(), out / "resumed", dataset=ds, progress=False)
 if from_one:
     train_classifier(clf_cfg(), out / "from_one", dataset=ds, progress=False)
+if (out / "cli.npz").is_file():  # the command line under torchrun: rank 0 alone reports
+    from rguide.cli import main
+
+    main(["train-classifier", "--data", str(out / "cli.npz"), "--value-range=-1-1", "--model-config",
+          str(out / "cli.json"), "--steps", "2", "--batch-size", "6", "--ckpt-every", "100", "--out", str(out / "cli"),
+          "--no-progress"])

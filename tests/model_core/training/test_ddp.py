@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from ddp_configs import STEPS, clf_cfg, data, diff_cfg
+from test_training import TINY_CLASSIFIER
 from model_core.training.classifier import train_classifier
 from model_core.training.diffusion import train_diffusion
 
@@ -20,6 +22,11 @@ ROOT = HERE.parents[2]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 
 pytestmark = pytest.mark.slow
+_OUTPUT: list[str] = []
+
+
+def runs_output() -> str:
+    return "".join(_OUTPUT)
 
 
 def state(run: Path) -> dict:
@@ -66,6 +73,8 @@ def runs(tmp_path_factory):
     ds = data()
     # A one-process checkpoint at step 2, for two ranks to resume.
     train_classifier(clf_cfg(), two / "from_one", dataset=ds, progress=False, stop_at=STEPS // 2)
+    np.savez(two / "cli.npz", images=ds.images.numpy(), labels=ds.labels.numpy())
+    (two / "cli.json").write_text(json.dumps(TINY_CLASSIFIER))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -73,6 +82,7 @@ def runs(tmp_path_factory):
     proc = subprocess.run(TORCHRUN + [str(HERE / "ddp_runs.py"), str(two)], cwd=HERE, env=env,
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _OUTPUT.append(proc.stdout + proc.stderr)
     train_classifier(clf_cfg(), one / "vanilla", dataset=ds, progress=False)
     train_classifier(clf_cfg(robust=True), one / "robust", dataset=ds, progress=False)
     train_diffusion(diff_cfg(), one / "diffusion", dataset=ds, progress=False)
@@ -80,6 +90,14 @@ def runs(tmp_path_factory):
     shutil.copytree(two / "half", one / "from_two")
     train_classifier(clf_cfg(), one / "from_two", dataset=ds, progress=False)
     return one, two
+
+
+def test_the_training_command_runs_under_torchrun_and_rank_0_alone_writes(runs):
+    _one, two = runs
+    st = state(two / "cli")
+    assert st["step"] == 2 and st["world_size"] == 2
+    assert len((two / "cli" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert runs_output().count("vanilla classifier: finished 2 steps") == 1
 
 
 @pytest.mark.parametrize("kind", ["vanilla", "robust", "diffusion"])
