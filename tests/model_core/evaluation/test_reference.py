@@ -59,3 +59,18 @@ def test_shards_cover_every_row_in_whole_feature_blocks_with_the_plan_seeds():
     with pytest.raises(SettingError) as err:
         shards(p, 6)
     assert err.value.settings[0] == "shard_size"
+
+
+def test_the_plan_and_the_evaluations_api_import_without_torch():
+    """The API resolves and cuts an evaluation at request time, and must not import torch to do it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, app.api.evaluations, app.evaluation_pages, worker.evaluation_runner; "
+            "from model_core.evaluation.plan import EvalSettings, plan, shards; "
+            "shards(plan(EvalSettings(preset='demo', methods=['none', 'robust'], scales=[1.0], per_class=2, "
+            "steps='5')), 256); assert 'torch' not in sys.modules, 'torch imported'")
+    root = Path(__file__).resolve().parents[3]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
