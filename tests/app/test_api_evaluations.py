@@ -132,3 +132,28 @@ def test_rguide_evaluate_on_workers_submits_follows_and_writes_the_table(tmp_pat
         assert (out / "results.md").read_text().startswith("# Evaluation of preset `demo`")
         assert main(["evaluate", "--on-workers", "http://service", "--real", "x.npz", "--out", str(out)]) == 2
         assert "--real" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_seed_noise_rows_merge_from_shards_as_in_one_process(tmp_path):
+    from model_core.evaluation.quality import EvalSettings, run_evaluation
+    from worker import evaluation_jobs
+    from worker.evaluation_runner import run_shard_job
+
+    req = {"preset": "demo", "methods": ["none"], "per_class": 1, "steps": "2", "seed": 1, "seed_noise": True,
+           "feature_batch": 5, "shard_size": 5}
+    with api(tmp_path) as client:
+        ev = client.post("/v1/evaluations", headers=client.hdr, json=req).json()
+        assert [r["seed_set"] for r in ev["rows"]] == [0, 1] and ev["rows"][1]["first_seed"] == 11
+        with client.app.state.sessions() as s:
+            ids = [sd.id for sd in evaluation_jobs.shards_of(s, ev["id"])]
+        for sid in reversed(ids):  # any order
+            assert run_shard_job(client.settings, sid) == "succeeded"
+        report = client.get(ev["links"]["self"], headers=client.hdr).json()["report"]
+    one = run_evaluation(EvalSettings(preset="demo", methods=["none"], per_class=1, steps="2", seed=1,
+                                      seed_noise=True, feature_batch=5), tmp_path / "one", progress=False)
+    (merged,), (local,) = report["rows"], one["rows"]
+    for key in ("fid", "precision", "recall", "label_accuracy"):
+        assert abs(merged[key] - local[key]) < 1e-6
+        assert abs(merged["second_seed_set"][key] - local["second_seed_set"][key]) < 1e-6
+    assert report["seed_noise"]["max_difference"] == pytest.approx(one["seed_noise"]["max_difference"], abs=1e-6)
