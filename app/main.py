@@ -37,6 +37,8 @@ ROUTERS = [
     "app.survey.pages:router",
     "app.survey.researcher:router",
     "app.analysis_pages:router",
+    "app.api.evaluations:router",
+    "app.evaluation_pages:router",
     "app.survey.web:static_router",
 ]
 

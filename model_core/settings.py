@@ -14,6 +14,7 @@ CHECKPOINT_DIR = "RGUIDE_CHECKPOINT_DIR"    # where relative checkpoint paths of
 DEVICE = "RGUIDE_DEVICE"                    # cpu, cuda, cuda:1; default cuda when available
 MAX_BATCH = "RGUIDE_MAX_BATCH"              # trajectories per sampling batch
 INCEPTION_WEIGHTS = "RGUIDE_INCEPTION_WEIGHTS"  # Inception-V3 weights for FID on ImageNet-like presets
+REFERENCE_DIR = "RGUIDE_REFERENCE_DIR"      # stored real-image reference statistics (model_core/evaluation/reference.py)
 # How a pipeline runs its networks (model_core/runtime.py); all off by default, since each changes
 # images by float rounding or more (docs/sampling.md, "Speed settings").
 CHANNELS_LAST = "RGUIDE_CHANNELS_LAST"      # 1: channels-last memory format for both networks

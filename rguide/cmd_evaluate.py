@@ -13,7 +13,8 @@ from rguide.cli import CLIError
 # How the core's setting names are spelled on these command lines.
 EVALUATE_FLAGS = {"methods": "--guidance", "scales": "--scales", "per_class": "--per-class", "steps": "--steps",
                   "sampler": "--sampler", "samplers": "--samplers", "seed": "--seed", "features": "--features",
-                  "feature_weights": "--feature-weights", "real_data": "--real", "k": "--k", "preset": "--preset"}
+                  "feature_weights": "--feature-weights", "real_data": "--real", "k": "--k", "preset": "--preset",
+                  "feature_batch": "--feature-batch", "shard_size": "--shard-size"}
 CLASSIFIER_FLAGS = {"data": "--data", "attack": "--attack", "eps": "--eps", "step_size": "--step-size",
                     "attack_steps": "--attack-steps", "buckets": "--buckets", "seed": "--seed",
                     "preset": "--preset"}
@@ -49,9 +50,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--real", default=None, help="real images to compare with (.npz or class folder; default: "
                                                 "the preset's held-out set)")
     p.add_argument("--k", type=int, default=3, help="k of the k-NN precision/recall (Kynkaanniemi et al.: 3)")
+    p.add_argument("--feature-batch", type=int, default=256,
+                   help="images per feature-network batch, in fixed blocks of each row (give a service "
+                        "evaluation's value to reproduce its numbers exactly)")
     p.add_argument("--device", default=None)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--no-progress", action="store_true")
+    w = p.add_argument_group("on the service's workers", "submit to POST /v1/evaluations and follow it; the "
+                             "feature network and real images are the preset's on the server")
+    w.add_argument("--on-workers", metavar="URL", default=None,
+                   help="the service's base URL, e.g. http://gpu-host:8000: the evaluation runs in shards on "
+                        "every free worker")
+    w.add_argument("--api-key", default=None, help="a researcher key (default: $RGUIDE_API_KEY)")
+    w.add_argument("--shard-size", type=int, default=256,
+                   help="images per shard (a multiple of --feature-batch)")
+    w.add_argument("--resume", metavar="ID", default=None,
+                   help="follow evaluation ID again, re-running its failed or canceled shards (finished "
+                        "shards are kept)")
     p.set_defaults(func=run_evaluate)
 
     p = sub.add_parser("evaluate-classifier",
@@ -90,6 +105,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from model_core.evaluation.quality import EvalSettings, run_evaluation
     from model_core.presets import get_preset
 
+    if args.on_workers or args.resume:
+        from rguide.remote_evaluate import run_on_workers
+
+        return run_on_workers(args)
+
     try:
         preset = get_preset(args.preset)
     except ValueError as exc:
@@ -115,7 +135,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     settings = EvalSettings(preset=preset.name, methods=methods, scales=scales, method_scales=method_scales,
                             per_class=args.per_class, steps=args.steps, sampler=args.sampler, seed=args.seed,
                             features=args.features, feature_weights=args.feature_weights, real_data=args.real,
-                            k=args.k, seed_noise=args.seed_noise,
+                            k=args.k, seed_noise=args.seed_noise, feature_batch=args.feature_batch,
                             samplers=[x for x in args.samplers.split(",") if x.strip()] if args.samplers else None)
     try:
         report = run_evaluation(settings, args.out, device=args.device, progress=not args.no_progress)

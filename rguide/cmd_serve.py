@@ -77,6 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads per task process (default: torch's choice)")
     worker.add_argument("--name", default=None, help="Celery node name (default: rguide-<pid>@<host>)")
+    worker.add_argument("--gpus", default=None, metavar="all|IDS",
+                        help="one worker process per GPU: 'all' (every visible CUDA device) or ids such as 0,1; "
+                             "each sees only its GPU (CUDA_VISIBLE_DEVICES) and is restarted if it dies")
     worker.add_argument("--loglevel", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     worker.set_defaults(func=run_worker)
 
@@ -189,18 +192,23 @@ class _WorkerSupervisor:
     the API's reaper sends it again.
     """
 
-    def __init__(self, n: int, preload: str | None, env: dict[str, str], threads: int | None = None):
+    def __init__(self, n: int, preload: str | None, env: dict[str, str], threads: int | None = None,
+                 per_worker: list[tuple[str, dict[str, str], list[str]]] | None = None):
         self.n, self.preload, self.env, self.threads = n, preload, env, threads
+        # (name, extra environment, extra arguments) of each worker; default: rguide up's.
+        self.per_worker = per_worker or [(f"rguide-up-{i}-{os.getpid()}@%h", {}, []) for i in range(n)]
         self.procs: list[subprocess.Popen | None] = [None] * n
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="rguide-supervisor", daemon=True)
 
     def _start(self, i: int) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "rguide", "worker", "--name", f"rguide-up-{i}-{os.getpid()}@%h"]
+        name, env, extra = self.per_worker[i]
+        cmd = [sys.executable, "-m", "rguide", "worker", "--name", name]
         cmd += ["--preload", self.preload or "none"]
         if self.threads:
             cmd += ["--threads", str(self.threads)]
-        return subprocess.Popen(cmd, env=self.env, preexec_fn=_die_with_parent if os.name == "posix" else None)
+        return subprocess.Popen(cmd + extra, env={**self.env, **env},
+                                preexec_fn=_die_with_parent if os.name == "posix" else None)
 
     def start(self) -> None:
         for i in range(self.n):
@@ -293,7 +301,63 @@ def run_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def gpu_ids(spec: str, visible: str | None, count: int) -> list[str]:
+    """The CUDA devices ``--gpus`` names, as values for each worker's CUDA_VISIBLE_DEVICES.
+
+    ``all``: every device this process sees (the entries of an inherited
+    CUDA_VISIBLE_DEVICES, else 0..count-1); otherwise comma-separated ids.
+    """
+    if spec.strip().lower() == "all":
+        if visible is not None and visible.strip():
+            ids = [v.strip() for v in visible.split(",") if v.strip() and v.strip() != "-1"]
+        else:
+            ids = [str(i) for i in range(count)]
+        if not ids:
+            raise CLIError("--gpus all: no CUDA device is visible here (run CPU workers without --gpus)")
+        return ids
+    ids = [v.strip() for v in spec.split(",") if v.strip()]
+    if not ids or len(set(ids)) != len(ids) or not all(v.isdigit() or v.startswith(("GPU-", "MIG-")) for v in ids):
+        raise CLIError(f"--gpus {spec!r}: give 'all' or distinct device ids such as 0,1")
+    return ids
+
+
+def run_gpu_workers(args: argparse.Namespace) -> int:
+    """``rguide worker --gpus``: one ``rguide worker`` per GPU, each pinned to it, supervised until stopped."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    count = 0
+    if args.gpus.strip().lower() == "all" and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        import torch
+
+        count = torch.cuda.device_count()
+    ids = gpu_ids(args.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"), count)
+    settings = _settings(args)
+    _migrate(settings)
+    base = args.name or f"rguide-{os.getpid()}@%h"
+    node, _, host = base.partition("@")
+    extra = ["--concurrency", "1", "--loglevel", args.loglevel]
+    per_worker = [(f"{node}-gpu{gpu}@{host or '%h'}", {"CUDA_VISIBLE_DEVICES": gpu, "RGUIDE_DEVICE": "cuda"}, extra)
+                  for gpu in ids]
+    env = {**os.environ, **settings.to_env()}
+    from model_core.presets import default_preset_name
+
+    preload = args.preload if args.preload is not None else default_preset_name()
+    supervisor = _WorkerSupervisor(len(ids), None if preload == "none" else preload, env, args.threads, per_worker)
+    print(f"rguide worker: {len(ids)} worker process(es), one per GPU ({', '.join(ids)}); stop: Ctrl-C", flush=True)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_on_signal)
+    supervisor.start()
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        supervisor.stop()
+
+
 def run_worker(args: argparse.Namespace) -> int:
+    if getattr(args, "gpus", None):
+        if args.concurrency != 1:
+            raise CLIError("--gpus runs one process per GPU; leave out --concurrency")
+        return run_gpu_workers(args)
     settings = _settings(args)
     if args.concurrency < 1:
         raise CLIError("--concurrency must be at least 1")

@@ -7,6 +7,11 @@ runs/robust`` reproduces the bundled demo classifier; every flag overrides.
 Without a preset, give ``--data`` and ``--model-config`` (a JSON file of
 ADM flags). A run directory resumes when the same command is run again.
 
+Under ``torchrun --nproc-per-node N [--nnodes M] -m rguide train-...`` the
+run is data-parallel (DDP; gloo on CPU, nccl with ``--device cuda``) with the
+same global batch and schedule as one process; see
+``model_core.training.distributed``.
+
 The rule that turns a preset and overrides into a config lives in
 ``model_core.training.recipes``; this module only turns flags into overrides
 (config field names) and spells the core's setting names as flags.
@@ -48,7 +53,7 @@ def _common(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--ckpt-every", type=int, default=None, help="checkpoint every N steps")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop cleanly with a checkpoint after this long; run the same command to resume")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each rank its local GPU)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
 
@@ -158,6 +163,10 @@ def _threads(args) -> None:
 
 
 def _finish(result, out: Path, what: str) -> int:
+    import os
+
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 speaks for the run
+        return 0
     if result.finished:
         print(f"{what}: finished {result.total_steps} steps in {out} ({result.wall_seconds / 60:.1f} min in total); "
               f"weights: {out / 'model.pt'}" + (f", {out / 'ema.pt'}" if (out / "ema.pt").exists() else ""))

@@ -312,3 +312,11 @@ def wait_until(predicate, timeout: float = 30.0, poll: float = 0.05, what: str =
             return value
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reference_store(tmp_path_factory):
+    """Real-image reference statistics go to a temporary store, not the user's ~/.cache (issue 18)."""
+    if "RGUIDE_REFERENCE_DIR" not in os.environ:
+        os.environ["RGUIDE_REFERENCE_DIR"] = str(tmp_path_factory.mktemp("reference"))
+    yield

@@ -14,7 +14,7 @@ import threading
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from worker.celery_app import ANALYSIS_TASK_NAME, TASK_NAME, make_celery
+from worker.celery_app import ANALYSIS_TASK_NAME, EVALUATION_TASK_NAME, TASK_NAME, make_celery
 from worker.config import Settings, WorkerProcess
 
 log = logging.getLogger("rguide.worker")
@@ -37,6 +37,14 @@ def analyze(job_id: str) -> str:
     from worker.analysis_runner import run_analysis_job
 
     return run_analysis_job(settings, str(job_id))
+
+
+@app.task(name=EVALUATION_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def evaluate_shard(shard_id: str) -> str:
+    """Run evaluation shard ``shard_id`` (its images, their features; the row's merge when it is the last)."""
+    from worker.evaluation_runner import run_shard_job
+
+    return run_shard_job(settings, str(shard_id))
 
 
 # -- worker presence and preloading -------------------------------------------------------

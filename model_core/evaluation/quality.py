@@ -26,107 +26,19 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from model_core import settings as core_settings
-from model_core.errors import SettingError
 from model_core.files import atomic_write, atomic_write_text
 
-TABLE_METRICS = ("fid", "precision", "recall")
-
-
-@dataclass
-class EvalSettings:
-    preset: str
-    methods: list[str] = field(default_factory=lambda: ["none", "vanilla", "robust"])
-    scales: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0])
-    per_class: int = 50
-    steps: str | None = None
-    sampler: str | None = None
-    seed: int = 0
-    features: str | None = None        # "digits" | "inception"; default: the preset's
-    feature_weights: str | None = None  # path; default: the preset's
-    real_data: str | None = None        # dataset spec; default: the preset's
-    k: int = 3
-    grid_per_class: int = 8
-    samplers: list[str] | None = None   # "SAMPLER:STEPS" (or "STEPS") per row set; None: steps/sampler above
-    method_scales: dict[str, list[float]] | None = None  # per-method scales, overriding ``scales``
-    seed_noise: bool = False            # the reference rows again on a disjoint seed set
-
-
-def _resolve_path(spec: str | None) -> str | None:
-    if spec and spec.startswith("bundled:"):
-        from model_core.presets import WEIGHTS_DIR
-
-        return str(WEIGHTS_DIR / spec[len("bundled:"):])
-    return spec
-
-
-def evaluation_setup(preset, settings: EvalSettings) -> tuple[str, str | None, str, str]:
-    """(feature kind, feature weights path, real-data spec, real split) from settings and preset."""
-    ev = preset.extra.get("evaluation", {})
-    feats = ev.get("features", {})
-    kind = settings.features or feats.get("kind")
-    if kind is None:
-        raise SettingError("features", f"preset {preset.name!r} names no evaluation feature network: give "
-                           "{features} inception with {feature_weights} PATH (or digits with {feature_weights})",
-                           also=("feature_weights",))
-    path = settings.feature_weights or _resolve_path(feats.get("path"))
-    if path is None and feats.get("env"):
-        path = core_settings.env(feats["env"])
-    real = settings.real_data or ev.get("real_data")
-    if real is None:
-        raise SettingError("real_data", f"preset {preset.name!r} names no real images to compare with: give "
-                           "{real_data} (a .npz file or a class folder)")
-    split = ev.get("real_split", "test") if settings.real_data is None else "all"
-    return kind, path, real, split
-
-
-def _rows(settings: EvalSettings, preset) -> list[tuple[str, float]]:
-    rows = []
-    for m in settings.methods:
-        if m not in preset.methods:
-            raise ValueError(f"guidance {m!r} is not a method of preset {preset.name!r} "
-                             f"({', '.join(preset.methods)})")
-        if m == "none":
-            rows.append(("none", 0.0))
-        else:
-            scales = (settings.method_scales or {}).get(m, settings.scales)
-            rows.extend((m, float(s)) for s in scales)
-    if not rows:
-        raise ValueError("nothing to evaluate: no methods given")
-    return rows
-
-
-def sampler_specs(settings: EvalSettings, preset) -> list:
-    """The StepSpec of each row set: ``samplers`` entries ("ddpm:250", "ddim:ddim10", "ddim25"), else one."""
-    from model_core.steps import parse_steps
-
-    if not settings.samplers:
-        return [parse_steps(settings.steps or preset.default_steps,
-                            settings.sampler or (None if settings.steps else preset.default_sampler),
-                            num_timesteps=preset.num_timesteps,
-                            noise_schedule=preset.diffusion.get("process", {}).get("noise_schedule", "linear"))]
-    specs, seen = [], set()
-    for entry in settings.samplers:
-        name, _, steps = entry.strip().rpartition(":")
-        try:
-            spec = parse_steps(steps, name or None, num_timesteps=preset.num_timesteps,
-                               noise_schedule=preset.diffusion.get("process", {}).get("noise_schedule", "linear"))
-        except ValueError as exc:
-            raise SettingError("samplers", f"{{samplers}} entry {entry!r}: {exc}") from None
-        if (spec.sampler, spec.spec) in seen:
-            raise SettingError("samplers", f"{{samplers}} names {spec.sampler}:{spec.spec} twice")
-        seen.add((spec.sampler, spec.spec))
-        specs.append(spec)
-    if not specs:
-        raise SettingError("samplers", "{samplers} is empty: give e.g. ddpm:250,dpmpp_2m:20")
-    return specs
+# The plan (rows, seeds, shards, feature blocks) is shared with the service's sharded evaluation.
+from model_core.evaluation.plan import (TABLE_METRICS, EvalSettings, _resolve_path, evaluation_setup,  # noqa: F401
+                                        sampler_specs)
+from model_core.evaluation.plan import method_rows as _rows  # noqa: F401
 
 
 def _row_key(pipe, settings: EvalSettings, method: str, scale: float, steps: str, sampler: str,
@@ -148,45 +60,41 @@ def _row_key(pipe, settings: EvalSettings, method: str, scale: float, steps: str
 
 
 def run_evaluation(settings: EvalSettings, out: str | Path, *, device: str | None = None,
-                   progress: bool = True, on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """``on_progress(done, total)`` sees the sampling steps (the progress bar's count), for a worker's job row."""
+                   progress: bool = True, on_progress: Callable[[int, int], None] | None = None,
+                   reference_dir: str | Path | None = None) -> dict[str, Any]:
+    """``on_progress(done, total)`` sees the sampling steps (the progress bar's count), for a worker's job row.
+
+    The real images' features come from the stored reference
+    (``model_core.evaluation.reference``; ``reference_dir``, default
+    ``$RGUIDE_REFERENCE_DIR``), computed the first time.
+    """
     from tqdm import tqdm
 
-    from model_core.data import load_dataset
-    from model_core.evaluation.metrics import extract_features, load_extractor, quality_metrics
+    from model_core.evaluation import shards as sh
+    from model_core.evaluation.metrics import load_extractor
+    from model_core.evaluation.plan import plan as make_plan
     from model_core.pipeline import get_pipeline
     from model_core.presets import get_preset
 
-    preset = get_preset(settings.preset)
-    if settings.per_class < 1:
-        raise SettingError("per_class", f"{{per_class}} must be >= 1, got {settings.per_class}")
-    rows = _rows(settings, preset)
-    specs = sampler_specs(settings, preset)
-    kind, weights, real_spec, real_split = evaluation_setup(preset, settings)
-    extractor = load_extractor(kind, weights)
-    real_ds = load_dataset(real_spec, split=real_split, setting="real_data")
-    if real_ds.images.shape[1:] != (preset.in_channels, preset.image_size, preset.image_size):
-        raise ValueError(f"real images are {tuple(real_ds.images.shape[1:])} but preset {preset.name!r} makes "
+    p = make_plan(settings)
+    preset = get_preset(p.preset)
+    extractor = load_extractor(p.feature_kind, p.feature_weights)
+    ref = sh.real_reference(p, extractor, reference_dir)
+    if tuple(ref.info["real"]["shape"]) != (preset.in_channels, preset.image_size, preset.image_size):
+        raise ValueError(f"real images are {tuple(ref.info['real']['shape'])} but preset {preset.name!r} makes "
                          f"{(preset.in_channels, preset.image_size, preset.image_size)}")
-    real_feats = extract_features(extractor, real_ds.images)
-    classify = getattr(extractor, "logits", None)
 
     pipe = get_pipeline(preset.name, device)
-    labels = [c for c in range(preset.num_classes) for _ in range(settings.per_class)]
-    n = len(labels)
-    seed_sets = [settings.seed] + ([settings.seed + n] if settings.seed_noise else [])  # disjoint: seed + n + i
+    labels, n = list(p.labels), p.n
     out = Path(out)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     (out / "grids").mkdir(parents=True, exist_ok=True)
 
-    # (spec, method, scale, seed-set index): every row set on the first seeds, then the reference's again.
-    plan = [(spec, m, sc, 0) for spec in specs for m, sc in rows]
-    plan += [(specs[0], m, sc, 1) for m, sc in rows] if settings.seed_noise else []
     chunks = math.ceil(n / pipe.max_batch)
-    total = sum(chunks * spec.num_steps for spec, *_ in plan)
+    total = sum(chunks * row.num_steps for row in p.rows)
     bar = tqdm(total=total, desc=f"evaluate {preset.name}", unit="step", disable=not progress)
-    multi = len(specs) > 1
-    results = []
+    multi = len({(r.sampler, r.steps) for r in p.rows}) > 1
+    results: dict[int, dict[str, Any]] = {}
     done = [0]  # tqdm does not count while disabled
 
     def advance(k: int) -> None:
@@ -195,87 +103,88 @@ def run_evaluation(settings: EvalSettings, out: str | Path, *, device: str | Non
         if on_progress is not None:
             on_progress(done[0], total)
 
-    for spec, method, scale, seed_set in plan:
-        first = seed_sets[seed_set]
-        seeds = [first + i for i in range(n)]
-        key = _row_key(pipe, settings, method, scale, spec.spec, spec.sampler, seed=first)
-        cache = out / "samples" / f"{method}_s{scale:g}_{key}.npz"
-        bar.set_postfix(sampler=f"{spec.sampler}:{spec.spec}", method=method, scale=scale)
+    for row in p.rows:
+        seeds = p.seeds(row)
+        key = _row_key(pipe, settings, row.method, row.scale, row.steps, row.sampler, seed=row.first_seed)
+        cache = out / "samples" / f"{row.method}_s{row.scale:g}_{key}.npz"
+        bar.set_postfix(sampler=f"{row.sampler}:{row.steps}", method=row.method, scale=row.scale)
         seconds = None
         if cache.is_file():
             stored = np.load(cache)
             images = stored["images"]
             if "seconds_per_image" in stored.files:
                 seconds = float(stored["seconds_per_image"])
-            advance(chunks * spec.num_steps)
+            advance(chunks * row.num_steps)
         else:
             start = time.perf_counter()
-            images = np.stack(pipe.sample(labels, seeds, method, scale, spec.spec, spec.sampler,
+            images = np.stack(pipe.sample(labels, seeds, row.method, row.scale, row.steps, row.sampler,
                                           callback=lambda *a: advance(1)))
             seconds = (time.perf_counter() - start) / n
-            atomic_write(cache, lambda p: np.savez_compressed(p, images=images, labels=np.array(labels),
+            atomic_write(cache, lambda q: np.savez_compressed(q, images=images, labels=np.array(labels),
                                                               seeds=np.array(seeds),
                                                               seconds_per_image=np.array(seconds)),
                          suffix=".tmp.npz")
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        fake_feats = extract_features(extractor, x)
-        q = quality_metrics(real_feats, fake_feats, k=settings.k)
-        row: dict[str, Any] = {
-            "sampler": spec.sampler, "steps": spec.spec, "method": method, "scale": scale, **q.to_dict(),
-            "unet_evals_per_image": spec.num_steps,
-            "classifier_evals_per_image": spec.num_steps if method != "none" else 0,  # forward + backward each
-            "seconds_per_image": seconds, "seeds": {"first": seeds[0], "last": seeds[-1]},
-            "samples": str(cache.name)}
-        if classify is not None:
-            with torch.no_grad():
-                preds = torch.cat([classify(x[i:i + 500]).argmax(-1) for i in range(0, len(x), 500)])
-            row["label_accuracy"] = float((preds == torch.tensor(labels)).double().mean())
-        if seed_set == 0:
-            results.append(row)
-            _save_grid(out, preset, settings, spec, method, scale, images, tag=multi)
-        else:
-            twin = next(r for r in results if (r["sampler"], r["steps"], r["method"], r["scale"])
-                        == (spec.sampler, spec.spec, method, scale))
-            twin["second_seed_set"] = {k: row[k] for k in (*TABLE_METRICS, "label_accuracy", "seeds",
-                                                           "samples") if k in row}
+        features, predictions = sh.block_features(extractor, images, settings.feature_batch)
+        results[row.index] = sh.row_result(p, row, features, predictions, ref.features, seconds, cache.name)
+        if row.seed_set == 0:
+            _save_grid(out, preset, settings, row, row.method, row.scale, images, tag=multi)
     bar.close()
 
-    first_spec = specs[0]
+    report = build_report(p, sh.merge_rows(p, results), ref, {
+        "threads": torch.get_num_threads(), "device": pipe.device,
+        "note": "seconds per image: wall time of the row's sampling divided by its images, in batches of up to "
+                "max_batch; rows read from the cache keep the time they took"}, pipe.provenance())
+    write_report(report, out)
+    return report
+
+
+def build_report(p, rows: list[dict[str, Any]], ref, timing: dict[str, Any], provenance: dict[str, Any],
+                 command: str = "rguide evaluate") -> dict[str, Any]:
+    """The results.json of an evaluation, from its merged rows (one process or many shards alike)."""
+    settings = p.settings
+    first = p.rows[0]
+    specs = list(dict.fromkeys(f"{r.sampler}:{r.steps}" for r in p.rows))
     report = {
-        "command": "rguide evaluate",
-        "settings": {**asdict(settings), "steps": first_spec.spec, "sampler": first_spec.sampler,
-                     "samplers": [f"{s.sampler}:{s.spec}" for s in specs]},
+        "command": command,
+        "settings": {**settings.to_dict(), "steps": first.steps, "sampler": first.sampler, "samplers": specs},
         "seeds": {"rule": "image i (labels in class order, per_class each) uses seed + i in every row",
-                  "first": settings.seed, "last": settings.seed + n - 1},
-        "features": {"kind": kind, "weights": weights, "num_features": int(real_feats.shape[1])},
-        "real": real_ds.describe(), "n_generated_per_row": n, "rows": results,
-        "timing": {"threads": torch.get_num_threads(), "device": pipe.device,
-                   "note": "seconds per image: wall time of the row's sampling divided by its images, in "
-                           "batches of up to max_batch; rows read from the cache keep the time they took"},
-        "provenance": pipe.provenance(),
+                  "first": settings.seed, "last": settings.seed + p.n - 1},
+        "features": {"kind": p.feature_kind, "weights": p.feature_weights,
+                     "num_features": int(ref.features.shape[1]),
+                     "feature_batch": settings.feature_batch},
+        "reference": {"file": ref.path.name, "weights_sha256": ref.info.get("weights_sha256")},
+        "real": ref.info["real"], "n_generated_per_row": p.n, "rows": rows,
+        "timing": timing, "provenance": provenance,
     }
     if settings.seed_noise:
-        report["seed_noise"] = seed_noise(results, specs[0])
-    atomic_write_text(out / "results.json", json.dumps(report, indent=2) + "\n")
-    (out / "results.md").write_text(markdown_table(report))
+        report["seed_noise"] = seed_noise(rows, SimpleNamespace(sampler=first.sampler, spec=first.steps))
+    return report
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """results.json, results.md and, with several samplers, the quality-against-cost plot."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    multi = len(report["settings"]["samplers"]) > 1
     if multi:
         from model_core.evaluation.cost_plot import plot_quality_against_cost
 
         report["plot"] = str(plot_quality_against_cost(report, out / "quality_vs_evaluations.png"))
-    return report
+    atomic_write_text(out / "results.json", json.dumps(report, indent=2) + "\n")
+    (out / "results.md").write_text(markdown_table(report))
 
 
-def _save_grid(out: Path, preset, settings: EvalSettings, spec, method: str, scale: float, images, *, tag: bool):
+def _save_grid(out: Path, preset, settings: EvalSettings, row, method: str, scale: float, images, *, tag: bool):
     from model_core.images import grid, save_png
 
     picks = [i for c in range(preset.num_classes)
              for i in range(c * settings.per_class, c * settings.per_class + min(settings.grid_per_class,
                                                                                   settings.per_class))]
-    name = (f"{spec.sampler}-{spec.spec}_" if tag else "") + f"{method}_s{scale:g}.png"
+    name = (f"{row.sampler}-{row.steps}_" if tag else "") + f"{method}_s{scale:g}.png"
     save_png(grid([images[i] for i in picks], ncols=min(settings.grid_per_class, settings.per_class)),
              out / "grids" / name,
-             {"preset": preset.name, "method": method, "scale": scale, "steps": spec.spec,
-              "sampler": spec.sampler, "seeds": f"{settings.seed}+i, rows = classes"})
+             {"preset": preset.name, "method": method, "scale": scale, "steps": row.steps,
+              "sampler": row.sampler, "seeds": f"{settings.seed}+i, rows = classes"})
 
 
 def seed_noise(rows: list[dict], reference) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from model_core.robustness.attacks import NORMS, pgd_untargeted
 from model_core.robustness.defaults import PAPER_ATTACK
 from model_core.data import ImageDataset, augment, batch_indices, load_dataset
 from model_core.diffusion.buckets import bucket_edges, bucket_stats
+from model_core.training import distributed
 from model_core.training.loop import (EMA, LoopResult, RunDir, count_parameters, linear_lr, mean_of, run_info, run_loop,
                                       save_weights_from_state, seed_everything, step_generator)
 
@@ -127,8 +128,10 @@ def train_classifier(cfg: ClassifierTrainConfig, out: str | Path, *, max_minutes
     T = diffusion.num_timesteps
     edges = bucket_edges(T, cfg.timestep_buckets)
 
+    dist, device = distributed.context(device)
     seed_everything(cfg.seed)
     model = build_classifier(cfg.model).to(device)
+    net = dist.wrap(model, device)  # what the loss is computed through; the attack uses the bare model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr_start, weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     images, labels = ds.images, ds.labels
@@ -142,6 +145,9 @@ def train_classifier(cfg: ClassifierTrainConfig, out: str | Path, *, max_minutes
         y = labels[idx]
         t = sample_timesteps(T, len(idx), cfg.t_power, step_generator(cfg.seed, step, "timesteps"))
         noise = torch.randn(x0.shape, generator=step_generator(cfg.seed, step, "noise"))
+        if dist.active:  # every rank drew the whole global batch; each keeps its part
+            part = dist.part(len(idx))
+            x0, y, t, noise = x0[part], y[part], t[part], noise[part]
         x0, y, t, noise = x0.to(device), y.to(device), t.to(device), noise.to(device)
         x_t = diffusion.q_sample(x0, t, noise)
         record: dict[str, Any] = {}
@@ -153,18 +159,22 @@ def train_classifier(cfg: ClassifierTrainConfig, out: str | Path, *, max_minutes
                           "stopped_early": res.stopped_early, "attack_steps": res.steps_used}
         else:
             x_in = x_t
-        logits = model(x_in, t)
+        logits = net(x_in, t)
         loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * dist.loss_weight(len(y), len(idx)) if dist.active else loss).backward()
         optimizer.step()
         train_correct = (logits.detach().argmax(-1) == y)
         if not cfg.robust:
             per_sample = {"clean_acc": train_correct}
-        record["loss"] = float(loss.detach())
+        loss_value, t_all = float(loss.detach()), t.cpu()
+        per_sample = {k: v.cpu() for k, v in per_sample.items()}
+        if dist.active:  # the log describes the global batch, as one process would
+            loss_value, t_all, per_sample = _global_metrics(dist, loss_value, len(y), t_all, per_sample)
+        record["loss"] = loss_value
         for key, v in per_sample.items():
             record[key] = float(v.float().mean())
-        record["buckets"] = bucket_stats(t.cpu(), edges, {k: v.cpu() for k, v in per_sample.items()})
+        record["buckets"] = bucket_stats(t_all, edges, per_sample)
         return record
 
     def postfix(recent: list[dict]) -> dict:
@@ -188,4 +198,13 @@ def train_classifier(cfg: ClassifierTrainConfig, out: str | Path, *, max_minutes
                     total_steps=cfg.total_steps, step_fn=step_fn,
                     lr_fn=lambda s: linear_lr(s, cfg.total_steps, cfg.lr_start, cfg.lr_end), export_fn=export,
                     ckpt_every=cfg.ckpt_every, max_minutes=max_minutes, progress=progress,
-                    desc="robust classifier" if cfg.robust else "vanilla classifier", postfix_fn=postfix, stop_at=stop_at)
+                    desc="robust classifier" if cfg.robust else "vanilla classifier", postfix_fn=postfix, stop_at=stop_at,
+                    dist=dist)
+
+
+def _global_metrics(dist, loss: float, n: int, t: torch.Tensor, per_sample: dict[str, torch.Tensor]):
+    """The global batch's mean loss, timesteps and per-sample metrics from every rank's part."""
+    parts = dist.gather((loss * n, n, t, per_sample))
+    total = sum(p[1] for p in parts)
+    return (sum(p[0] for p in parts) / total, torch.cat([p[2] for p in parts]),
+            {k: torch.cat([p[3][k] for p in parts]) for k in per_sample})

@@ -17,6 +17,7 @@ import torch
 from model_core.data import ImageDataset, augment, batch_indices, load_dataset
 from model_core.diffusion.buckets import bucket_edges, bucket_stats
 from model_core.errors import SettingError
+from model_core.training import distributed
 from model_core.training.loop import (EMA, LoopResult, RunDir, count_parameters, linear_lr, mean_of, run_info, run_loop,
                                       save_weights_from_state, seed_everything, step_generator)
 
@@ -85,8 +86,10 @@ def train_diffusion(cfg: DiffusionTrainConfig, out: str | Path, *, max_minutes: 
     T = diffusion.num_timesteps
     edges = bucket_edges(T, cfg.timestep_buckets)
 
+    dist, device = distributed.context(device)
     seed_everything(cfg.seed)
     model = build_unet(m).to(device)
+    net = dist.wrap(model, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr_start, weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     info = run_info("diffusion", cfg.to_dict(), ds.describe(), cfg.seed)
@@ -98,19 +101,30 @@ def train_diffusion(cfg: DiffusionTrainConfig, out: str | Path, *, max_minutes: 
         y = ds.labels[idx]
         t = torch.randint(0, T, (len(idx),), generator=step_generator(cfg.seed, step, "timesteps"))
         noise = torch.randn(x0.shape, generator=step_generator(cfg.seed, step, "noise"))
+        if dist.active:  # every rank drew the whole global batch; each keeps its part
+            part = dist.part(len(idx))
+            x0, y, t, noise = x0[part], y[part], t[part], noise[part]
         x0, y, t, noise = x0.to(device), y.to(device), t.to(device), noise.to(device)
         kwargs = {"y": y} if class_cond else {}
-        terms = diffusion.training_losses(model, x0, t, model_kwargs=kwargs, noise=noise)
+        terms = diffusion.training_losses(net, x0, t, model_kwargs=kwargs, noise=noise)
         loss = terms["loss"].mean()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * dist.loss_weight(len(y), len(idx)) if dist.active else loss).backward()
         optimizer.step()
-        record = {"loss": float(loss.detach()), "mse": float(terms["mse"].detach().mean())}
-        per_sample = {"mse": terms["mse"].detach().cpu()}
+        per_sample = {"loss": terms["loss"].detach().cpu(), "mse": terms["mse"].detach().cpu()}
         if "vb" in terms:
-            record["vb"] = float(terms["vb"].detach().mean())
             per_sample["vb"] = terms["vb"].detach().cpu()
-        record["buckets"] = bucket_stats(t.cpu(), edges, per_sample)
+        t_all = t.cpu()
+        if dist.active:  # the log describes the global batch, as one process would
+            parts = dist.gather((t_all, per_sample))
+            t_all = torch.cat([p[0] for p in parts])
+            per_sample = {k: torch.cat([p[1][k] for p in parts]) for k in per_sample}
+        record = {"loss": float(loss.detach()) if not dist.active else float(per_sample["loss"].mean()),
+                  "mse": float(per_sample["mse"].mean())}
+        del per_sample["loss"]
+        if "vb" in per_sample:
+            record["vb"] = float(per_sample["vb"].mean())
+        record["buckets"] = bucket_stats(t_all, edges, per_sample)
         return record
 
     def postfix(recent: list[dict]) -> dict:
@@ -133,4 +147,4 @@ def train_diffusion(cfg: DiffusionTrainConfig, out: str | Path, *, max_minutes: 
                     total_steps=cfg.total_steps, step_fn=step_fn,
                     lr_fn=lambda s: linear_lr(s, cfg.total_steps, cfg.lr_start, cfg.lr_end), export_fn=export,
                     ckpt_every=cfg.ckpt_every, max_minutes=max_minutes, progress=progress, desc="diffusion",
-                    postfix_fn=postfix, stop_at=stop_at)
+                    postfix_fn=postfix, stop_at=stop_at, dist=dist)

@@ -273,7 +273,7 @@ class LoopResult:
 def run_loop(*, run: RunDir, info: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              ema: EMA | None, total_steps: int, step_fn, lr_fn, export_fn, ckpt_every: int = 500,
              max_minutes: float | None = None, progress: bool = True, desc: str = "train",
-             postfix_fn=None, stop_at: int | None = None) -> LoopResult:
+             postfix_fn=None, stop_at: int | None = None, dist=None) -> LoopResult:
     """Run (or resume) ``step_fn(step) -> metrics dict`` up to ``total_steps``.
 
     Resumes from ``run``'s checkpoint when it holds one of the same config.
@@ -285,39 +285,58 @@ def run_loop(*, run: RunDir, info: dict, model: torch.nn.Module, optimizer: torc
     """
     from tqdm import tqdm
 
+    from model_core.training.distributed import DistContext
+
+    dist = dist or DistContext()
     seed = int(info["seed"])
-    state = run.start(info)
+    if dist.main:
+        state = run.start(info)
+    dist.barrier()  # rank 0 has checked the directory's config before the others read its state
+    if not dist.main:
+        state = load_training_state(run.state_path) if run.has_state() else None
     if state is None:
         step = 0
         wall_before = 0.0
         resumed = []
-        run.truncate_log(0)
+        if dist.main:
+            run.truncate_log(0)
+        if dist.rank > 0:
+            # Another dropout stream per rank (the weights were initialised alike before this).
+            seed_everything(seed + 1_000_003 * dist.rank)
     else:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks") or []
+        set_rng_state(ranks[dist.rank] if dist.rank < len(ranks) else state["rng"])
         step = int(state["step"])
         wall_before = float(state.get("wall_seconds", 0.0))
         resumed = list(state.get("resumed_at_steps", [])) + [step]
-        run.truncate_log(step)
+        if dist.main:
+            run.truncate_log(step)
     deadline = Deadline(max_minutes)
 
     def checkpoint(at_step: int) -> None:
+        rngs = dist.gather(rng_state())  # every rank takes part; rank 0 writes
+        if not dist.main:
+            return
+        extra = {"rng_ranks": rngs, "world_size": dist.world} if dist.active else {}
         run.save_state({
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None, "step": at_step, "rng": rng_state(),
+            "ema": ema.state_dict() if ema is not None else None, "step": at_step, "rng": rngs[0],
             "config": info["config"], "data_fingerprint": info["data"]["fingerprint"], "seed": seed,
-            "wall_seconds": wall_before + deadline.elapsed(), "resumed_at_steps": resumed,
+            "wall_seconds": wall_before + deadline.elapsed(), "resumed_at_steps": resumed, **extra,
         })
         export_fn(run.path)
         run.update_info(step=at_step, total_steps=total_steps, wall_seconds=round(wall_before + deadline.elapsed(), 1),
-                        resumed_at_steps=resumed, finished=at_step >= total_steps)
+                        resumed_at_steps=resumed, finished=at_step >= total_steps,
+                        **({"world_size": dist.world} if dist.active else {}))
 
     recent: list[dict] = []
     last: dict = {}
-    bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step", disable=not (progress and dist.main),
+               dynamic_ncols=True)
     try:
         while step < total_steps:
             lr = lr_fn(step)
@@ -327,24 +346,29 @@ def run_loop(*, run: RunDir, info: dict, model: torch.nn.Module, optimizer: torc
             if ema is not None:
                 ema.update(model)
             last = {"step": step, "lr": lr, **metrics}
-            run.log(last)
+            if dist.main:
+                run.log(last)
             recent = (recent + [last])[-50:]
             step += 1
             bar.update(1)
             if postfix_fn is not None:
                 bar.set_postfix(postfix_fn(recent), refresh=False)
-            stop = deadline.expired() or (stop_at is not None and step >= stop_at)
+            # Ranks must agree on when to stop, or one would wait forever for the others' gradients.
+            expired = dist.any(deadline.expired()) if max_minutes is not None else False
+            stop = expired or (stop_at is not None and step >= stop_at)
             if step % ckpt_every == 0 or step == total_steps or stop:
                 checkpoint(step)
                 if stop and step < total_steps:
-                    bar.write(f"stopping at step {step}/{total_steps} (time or step limit); checkpoint saved in "
-                              f"{run.path}; run the same command again to resume")
+                    if dist.main:
+                        bar.write(f"stopping at step {step}/{total_steps} (time or step limit); checkpoint saved in "
+                                  f"{run.path}; run the same command again to resume")
                     break
         else:
-            if state is not None and int(state["step"]) >= total_steps:
+            if state is not None and int(state["step"]) >= total_steps and dist.main:
                 export_fn(run.path)  # nothing left to train; make sure the weights exist
     finally:
         bar.close()
+    dist.barrier()  # the weights are written before any rank returns
     return LoopResult(step, total_steps, step >= total_steps, wall_before + deadline.elapsed(), last)
 
 

@@ -53,3 +53,10 @@ def test_the_migrate_service_command_builds_the_schema(tmp_path):
     assert out.returncode == 0, out.stderr
     current = subprocess.run([*alembic, "current"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert "(head)" in current.stdout
+
+
+def test_a_multi_gpu_profile_runs_one_worker_per_gpu_in_one_container():
+    svc = _compose()["services"]["worker-gpus"]
+    assert svc["command"] == ["rguide", "worker", "--gpus", "all"] and svc["profiles"] == ["multi-gpu"]
+    assert svc["deploy"]["resources"]["reservations"]["devices"] == [
+        {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
