@@ -34,7 +34,7 @@ import uuid
 from datetime import timedelta
 
 from sqlalchemy import and_, case, delete, false, func, or_, select, true, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.survey.participants import Participant
@@ -151,6 +151,15 @@ def answered_count(session: Session, rater: Rater, real_only: bool = False) -> i
     return session.scalar(select(func.count()).where(*where)) or 0
 
 
+# PostgreSQL's deadlock and serialization-failure codes: the server rolled the transaction back and
+# retrying it is the documented remedy (each step below is its own short transaction).
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_retryable(exc: OperationalError) -> bool:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
 def current_assignment(session: Session, study: Study, rater: Rater) -> Assignment | None:
     """The pair this rater answers now: the unanswered one, else a new one; None when they are done. Commits."""
     for _ in range(5):
@@ -169,6 +178,12 @@ def current_assignment(session: Session, study: Study, rater: Rater) -> Assignme
         except IntegrityError:
             # A concurrent request of this same rater (a reload while the page was
             # loading) assigned this position first; serve what it assigned.
+            session.rollback()
+        except OperationalError as exc:
+            # Chosen as a deadlock's victim among concurrent releases, exclusions and
+            # assignments: nothing of this attempt was kept, so try again.
+            if not is_retryable(exc):
+                raise
             session.rollback()
     raise RuntimeError(f"could not assign a pair to rater {rater.id} after 5 attempts")
 
@@ -267,8 +282,13 @@ def release_expired(session: Session, study: Study) -> int:
         Assignment.assigned_at < cutoff).order_by(Assignment.id)).all()
     n = 0
     for a in stale:
-        n += _release(session, a.id, a.pair_id, a.a_side, unanswered_before=cutoff)
-        session.commit()
+        try:
+            n += _release(session, a.id, a.pair_id, a.a_side, unanswered_before=cutoff)
+            session.commit()
+        except OperationalError as exc:
+            if not is_retryable(exc):
+                raise
+            session.rollback()  # still stale: the next caller releases it
     return n
 
 
