@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "rguide.cmd_stats",
     "rguide.cmd_pilot",
     "rguide.cmd_viz",
+    "rguide.cmd_robustness",
 ]
 
 
