@@ -140,7 +140,7 @@ def _check_ball(x_adv, x, spec: AttackSpec) -> float:
     return float(r.max()) if r.numel() else 0.0
 
 
-def run_report(cfg: ReportConfig, *, pipeline=None, progress: Progress | None = None) -> dict:
+def run_report(cfg: ReportConfig, *, pipeline=None, dataset=None, progress: Progress | None = None) -> dict:
     """Measure every (setting, attack, defence) of ``cfg``; returns the report (see :func:`write_report`)."""
     from model_core.data import heldout_data, load_dataset
     from model_core.pipeline import get_pipeline
@@ -158,8 +158,11 @@ def run_report(cfg: ReportConfig, *, pipeline=None, progress: Progress | None = 
     defences = load_defences(pipe, cfg.defences, schedule=cfg.schedule, seed=cfg.seed,
                              attack_timesteps=cfg.attack_timesteps, eot=cfg.eot, eot_samples=cfg.eot_samples)
     eot_for = {name: (cfg.eot_samples if (name == "diffusion" and cfg.eot) else 1) for name in defences}
-    spec_data, split = heldout_data(preset)
-    ds = load_dataset(spec_data, split=split, image_size=preset.image_size, channels=preset.in_channels)
+    if dataset is None:
+        spec_data, split = heldout_data(preset)
+        ds = load_dataset(spec_data, split=split, image_size=preset.image_size, channels=preset.in_channels)
+    else:
+        ds, split = dataset, "given"
     idx = heldout_indices(len(ds), cfg.n, cfg.seed)
     x, y = ds.images[idx].to(cfg.device), ds.labels[idx].to(cfg.device)
     attacker = _Attacker(cfg)
