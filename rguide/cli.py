@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "rguide.cmd_pilot",
     "rguide.cmd_viz",
     "rguide.cmd_robustness",
+    "rguide.cmd_truth_max",
 ]
 
 

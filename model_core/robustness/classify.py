@@ -19,7 +19,7 @@ def classify_pixels(pipeline, pixels: list[np.ndarray], method: str, *, schedule
 
     if method not in DEFENCES:
         raise ValueError(f"method {method!r} is unknown; choose from {', '.join(DEFENCES)}")
-    x = torch.stack([torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1).float() / 127.5 - 1.0
+    x = torch.stack([torch.from_numpy(np.array(p, copy=True)).permute(2, 0, 1).float() / 127.5 - 1.0
                      for p in pixels]).to(pipeline.device)
     defence = load_defences(pipeline, (method,), schedule=schedule, seed=seed)[method]
     per_image = defence.evaluations_per_image
