@@ -13,6 +13,7 @@ from worker.config import Settings
 
 TASK_NAME = "rguide.generate"
 ANALYSIS_TASK_NAME = "rguide.analyze"
+CLASSIFICATION_TASK_NAME = "rguide.classify"
 log = logging.getLogger("rguide.enqueue")
 
 
@@ -37,7 +38,8 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         task_default_queue=settings.queue,
-        task_routes={TASK_NAME: {"queue": settings.queue}, ANALYSIS_TASK_NAME: {"queue": settings.queue}},
+        task_routes={TASK_NAME: {"queue": settings.queue}, ANALYSIS_TASK_NAME: {"queue": settings.queue},
+                     CLASSIFICATION_TASK_NAME: {"queue": settings.queue}},
         # A task is acknowledged when it finishes, not when it starts: if the
         # worker dies, the broker still has it. One task reserved at a time,
         # so a busy worker never sits on jobs another worker could run.

@@ -14,7 +14,7 @@ import threading
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from worker.celery_app import ANALYSIS_TASK_NAME, TASK_NAME, make_celery
+from worker.celery_app import ANALYSIS_TASK_NAME, CLASSIFICATION_TASK_NAME, TASK_NAME, make_celery
 from worker.config import Settings, WorkerProcess
 
 log = logging.getLogger("rguide.worker")
@@ -37,6 +37,14 @@ def analyze(job_id: str) -> str:
     from worker.analysis_runner import run_analysis_job
 
     return run_analysis_job(settings, str(job_id))
+
+
+@app.task(name=CLASSIFICATION_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def classify(job_id: str) -> str:
+    """Run classification job ``job_id`` (diffusion classifier or a classifier at t = 0)."""
+    from worker.classification_runner import run_classification_job
+
+    return run_classification_job(settings, str(job_id))
 
 
 # -- worker presence and preloading -------------------------------------------------------
