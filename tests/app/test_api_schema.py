@@ -43,9 +43,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 # study's current cap is a 422 naming it), which no static schema can say either.
 # POST /v1/analyses likewise: which fields apply depends on its kind, and its labels,
 # classifiers, arms, timesteps and uploaded PNGs are checked against the preset.
+# POST /v1/classifications: its PNG is checked against the preset's size, its schedule against its classes.
 # Every other check, and every other operation, keeps the defaults.
 SEMANTIC_422 = ["POST /v1/generations", "POST /v1/surveys", "GET /v1/generations", "PATCH /v1/surveys/{study_id}",
-                "POST /v1/analyses"]
+                "POST /v1/analyses", "POST /v1/classifications"]
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "422"]
 
 
