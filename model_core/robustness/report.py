@@ -354,6 +354,9 @@ def to_markdown(report: dict) -> str:
                 else:
                     h = hit[0]
                     extra = f", {h['steps']} steps" if h["kind"] == "pgd" and h["steps"] != ATTACKS[a].steps else ""
+                    c = h.get("clean_on_these")
+                    if c and c["n"] != r["clean"][name]["n"]:
+                        extra += f"; clean on these {c['correct']}/{c['n']}"
                     cells.append(_fmt(h) + extra)
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
