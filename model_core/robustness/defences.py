@@ -38,13 +38,19 @@ class Defence:
     settings: dict = field(default_factory=dict)
 
     def predict(self, x: torch.Tensor, batch_size: int = 100, progress: Callable[[int], None] | None = None):
+        """``progress(k)``: k more images done (fractions of an image for the diffusion classifier, which
+        reports as its network evaluations go)."""
         preds, probs = [], []
         for i in range(0, x.shape[0], batch_size):
-            p, q = self.predict_fn(x[i:i + batch_size])
+            if self.name == "diffusion" and progress is not None:
+                per = self.evaluations_per_image
+                p, q = self.predict_fn(x[i:i + batch_size], lambda evals: progress(evals / per))
+            else:
+                p, q = self.predict_fn(x[i:i + batch_size])
+                if progress is not None:
+                    progress(min(batch_size, x.shape[0] - i))
             preds.append(p.cpu())
             probs.append(q.cpu())
-            if progress is not None:
-                progress(min(batch_size, x.shape[0] - i))
         return torch.cat(preds), torch.cat(probs)
 
     def describe(self) -> dict:
@@ -69,8 +75,8 @@ def diffusion_defence(classifier, *, attack_timesteps: int | None = None, eot: b
     """``classifier`` is a :class:`~model_core.diffusion_classifier.classifier.DiffusionClassifier`."""
     module = classifier.logits_module(attack_timesteps, eot=eot)
 
-    def predict(x):
-        res = classifier.classify(x)
+    def predict(x, progress=None):
+        res = classifier.classify(x, progress=progress)
         return res.predictions, res.probabilities
 
     noise = ("fresh timesteps and noise at every gradient pass, averaged over "

@@ -176,7 +176,7 @@ def run_report(cfg: ReportConfig, *, pipeline=None, dataset=None, progress: Prog
 
         def tick(k):
             done[0] += k
-            say(phase, done[0], total)
+            say(phase, round(done[0], 2), total)
 
         t0 = time.time()
         pred, _ = defence.predict(x_eval, batch_size=cfg.batch_size, progress=tick)
