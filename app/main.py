@@ -30,6 +30,7 @@ ROUTERS = [
     "app.api.presets:router",
     "app.api.generations:router",
     "app.api.analyses:router",
+    "app.api.classifications:router",
     "app.api.images:router",
     "app.api.health:router",
     "app.api.home:router",

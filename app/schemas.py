@@ -317,3 +317,57 @@ class AnalysisOut(BaseModel):
 
 class AnalysisList(BaseModel):
     items: list[AnalysisOut]
+
+
+# -- /v1/classifications ------------------------------------------------------------------
+def _defence(name: str) -> str:
+    from model_core.robustness.threats import DEFENCES
+
+    if name not in DEFENCES:
+        raise ValueError(f"method must be one of {', '.join(DEFENCES)}")
+    return name
+
+
+class ClassificationRequest(BaseModel):
+    """One PNG classified by a preset's defence (``model_core.robustness.threats.DEFENCES``)."""
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"preset": "demo", "method": "diffusion", "png_base64": "iVBORw0KGgo..."},
+        {"preset": "demo", "method": "robust", "png_base64": "iVBORw0KGgo..."},
+    ]})
+
+    png_base64: Annotated[str, StringConstraints(max_length=4_000_000)] = Field(
+        description="the PNG file, base64-encoded; it must have the preset's size (28x28 for the demo)")
+    method: Annotated[str, StringConstraints(max_length=16), AfterValidator(_defence)] = Field(
+        "diffusion", description="diffusion (the diffusion model as a classifier) | vanilla | robust (the "
+                                 "time-dependent classifiers at t = 0)")
+    preset: Name | None = Field(None, description="default: the server's default preset")
+    schedule: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        None, description="diffusion: timesteps and eliminations, e.g. 10:3,30 (default) or 50:5,500")
+    seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None = Field(
+        None, description="diffusion: the seed of the shared timesteps and noise (default 0)")
+
+
+class ClassificationOut(BaseModel):
+    id: str
+    status: Status
+    method: str
+    preset: str
+    settings: dict
+    image_sha256: str
+    progress: float = Field(ge=0, le=1)
+    progress_step: int = Field(description="network evaluations done")
+    progress_total: int
+    error: str | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    prediction: int | None = Field(description="the predicted class index, once succeeded")
+    class_name: str | None
+    probabilities: list[float] | None = Field(description="per class (diffusion: 0 for eliminated classes)")
+    network_evaluations: int | None
+    links: dict[str, str]
+
+
+class ClassificationList(BaseModel):
+    items: list[ClassificationOut]

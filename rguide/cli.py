@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "rguide.cmd_pilot",
     "rguide.cmd_viz",
     "rguide.cmd_replicate",
+    "rguide.cmd_robustness",
+    "rguide.cmd_truth_max",
 ]
 
 

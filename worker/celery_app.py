@@ -14,6 +14,7 @@ from worker.config import Settings
 TASK_NAME = "rguide.generate"
 ANALYSIS_TASK_NAME = "rguide.analyze"
 EVALUATION_TASK_NAME = "rguide.evaluate_shard"
+CLASSIFICATION_TASK_NAME = "rguide.classify"
 log = logging.getLogger("rguide.enqueue")
 
 
@@ -39,7 +40,8 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         task_default_queue=settings.queue,
         task_routes={TASK_NAME: {"queue": settings.queue}, ANALYSIS_TASK_NAME: {"queue": settings.queue},
-                     EVALUATION_TASK_NAME: {"queue": settings.queue}},
+                     EVALUATION_TASK_NAME: {"queue": settings.queue},
+                     CLASSIFICATION_TASK_NAME: {"queue": settings.queue}},
         # A task is acknowledged when it finishes, not when it starts: if the
         # worker dies, the broker still has it. One task reserved at a time,
         # so a busy worker never sits on jobs another worker could run.

@@ -14,7 +14,8 @@ import threading
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from worker.celery_app import ANALYSIS_TASK_NAME, EVALUATION_TASK_NAME, TASK_NAME, make_celery
+from worker.celery_app import (ANALYSIS_TASK_NAME, CLASSIFICATION_TASK_NAME, EVALUATION_TASK_NAME, TASK_NAME,
+                               make_celery)
 from worker.config import Settings, WorkerProcess
 
 log = logging.getLogger("rguide.worker")
@@ -45,6 +46,14 @@ def evaluate_shard(shard_id: str) -> str:
     from worker.evaluation_runner import run_shard_job
 
     return run_shard_job(settings, str(shard_id))
+
+
+@app.task(name=CLASSIFICATION_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def classify(job_id: str) -> str:
+    """Run classification job ``job_id`` (diffusion classifier or a classifier at t = 0)."""
+    from worker.classification_runner import run_classification_job
+
+    return run_classification_job(settings, str(job_id))
 
 
 # -- worker presence and preloading -------------------------------------------------------

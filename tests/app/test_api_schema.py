@@ -45,9 +45,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 # classifiers, arms, timesteps and uploaded PNGs are checked against the preset.
 # POST /v1/evaluations too: its methods, samplers and steps are the preset's, its shard_size a multiple of
 # its feature_batch, and its size (images, shards) bounded by the server.
+# POST /v1/classifications: its PNG is checked against the preset's size, its schedule against its classes.
 # Every other check, and every other operation, keeps the defaults.
 SEMANTIC_422 = ["POST /v1/generations", "POST /v1/surveys", "GET /v1/generations", "PATCH /v1/surveys/{study_id}",
-                "POST /v1/analyses", "POST /v1/evaluations"]
+                "POST /v1/analyses", "POST /v1/evaluations", "POST /v1/classifications"]
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "422"]
 
 
