@@ -29,7 +29,7 @@ def paper() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much each step measures; the defaults fit a 2-core machine in about an hour (docs/replicate.md)."""
+    """How much each step measures (flags of rguide replicate; docs/replicate.md)."""
 
     per_class: int = 20          # Table 1: generated images per class and row
     pilot_per_class: int = 5     # Table 2: seed-matched pairs per class
