@@ -60,16 +60,7 @@ def _run(settings: Settings, Session, job_id: str, kind: str, jsettings: dict, i
     from model_core.analysis import sidecar
 
     t0 = time.monotonic()
-    state = {"last": float("-inf")}
-
-    def progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - state["last"] < settings.progress_interval_seconds:
-            return
-        state["last"] = now
-        with Session() as s:
-            if jobs.record_progress(s, [job_id], owner, int(done), int(total), AnalysisJob):
-                raise Canceled()
+    progress = jobs.throttled_progress(Session, job_id, owner, AnalysisJob, settings.progress_interval_seconds, Canceled)
 
     paths = {ref["sha256"]: ref["path"] for ref in inputs}
 

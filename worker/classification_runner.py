@@ -59,16 +59,7 @@ def _run(settings: Settings, Session, job_id: str, method: str, preset: str, jse
     from model_core.robustness.classify import classify_pixels
 
     t0 = time.monotonic()
-    state = {"last": float("-inf")}
-
-    def progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - state["last"] < settings.progress_interval_seconds:
-            return
-        state["last"] = now
-        with Session() as s:
-            if jobs.record_progress(s, [job_id], owner, int(done), int(total), ClassificationJob):
-                raise Canceled()
+    progress = jobs.throttled_progress(Session, job_id, owner, ClassificationJob, settings.progress_interval_seconds, Canceled)
 
     pipe = get_pipeline(preset)
     pixels = decode_upload(resolve(settings.media_dir, path).read_bytes(), image_size=pipe.preset.image_size,

@@ -299,6 +299,25 @@ def renew_lease(session: Session, job_ids: list[str], owner: str, lease_seconds:
     return res.rowcount
 
 
+def throttled_progress(Session, job_id: str, owner: str, model: type, interval: float, canceled: type[Exception]):
+    """A ``progress(done, total)`` callback for one running job: writes at most every ``interval`` seconds
+    (and always the last step) and raises ``canceled`` once a cancel was requested."""
+    import time
+
+    state = {"last": float("-inf")}
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - state["last"] < interval:
+            return
+        state["last"] = now
+        with Session() as s:
+            if record_progress(s, [job_id], owner, int(done), int(total), model):
+                raise canceled()
+
+    return progress
+
+
 def record_progress(session: Session, job_ids: list[str], owner: str, step: int, total: int,
                     model: type = Job) -> set[str]:
     """Write step/total for our running jobs; return the ids whose cancel was requested. Commits."""
