@@ -43,6 +43,8 @@ def _common(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--lr-end", type=float, default=None, help="learning rate at the last step (linear in between)")
     p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay")
     p.add_argument("--ema-decay", type=float, default=None, help="EMA decay (0: no EMA)")
+    p.add_argument("--ema-warmup", action="store_true", default=None,
+                   help="EMA decay min(decay, (1+n)/(10+n)) at step n, so the average forgets the initial weights")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--crop-pad", type=int, default=None, help="random translation by up to N pixels (0: off)")
     p.add_argument("--hflip", action="store_true", default=None, help="random horizontal flips (not for digits/text)")
@@ -51,6 +53,9 @@ def _common(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--value-range", default=None, choices=("auto", "0-255", "0-1", "-1-1"),
                    help="pixel range of .npz images (default: inferred)")
     p.add_argument("--ckpt-every", type=int, default=None, help="checkpoint every N steps")
+    p.add_argument("--keep-every", type=int, default=None,
+                   help="also keep the weights of every checkpoint at a multiple of N steps in OUT/snapshots/ "
+                        "(to choose one on held-out data afterwards; 0: off)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop cleanly with a checkpoint after this long; run the same command to resume")
     p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each rank its local GPU)")
@@ -137,6 +142,7 @@ def _preset(args):
 FLAG_TO_FIELD = {"steps": "total_steps", "batch_size": "batch_size", "lr_start": "lr_start", "lr_end": "lr_end",
                  "weight_decay": "weight_decay", "ema_decay": "ema_decay", "seed": "seed", "crop_pad": "crop_pad",
                  "hflip": "hflip", "holdout": "holdout", "value_range": "value_range", "ckpt_every": "ckpt_every",
+                 "ema_warmup": "ema_warmup", "keep_every": "keep_every",
                  "data": "data"}
 CLASSIFIER_FLAGS = {"attack": "attack", "eps": "eps", "step_size": "step_size", "attack_steps": "attack_steps",
                 "t_power": "t_power"}

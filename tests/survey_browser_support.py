@@ -121,8 +121,15 @@ class Recorder:
         self.requests: list[str] = []
         self.problems: list[str] = []
         context.on("request", lambda req: self.requests.append(req.url))
-        context.on("requestfailed", lambda req: self.problems.append(f"failed: {req.url} {req.failure}"))
+        context.on("requestfailed", self._failed)
         context.on("console", lambda msg: msg.type == "error" and self.problems.append(f"console: {msg.text}"))
+
+    def _failed(self, req) -> None:
+        # Chromium fetches the favicon after the page has loaded; a click that navigates on before it
+        # arrives cancels it (net::ERR_ABORTED). That is the browser's timing, not a broken page.
+        if req.url.rsplit("?", 1)[0].endswith("/favicon.svg") and "ERR_ABORTED" in (req.failure or ""):
+            return
+        self.problems.append(f"failed: {req.url} {req.failure}")
 
 
 def shot(page, name: str) -> Path:

@@ -28,8 +28,8 @@ from model_core.robustness.defaults import PAPER_ATTACK
 from model_core.data import ImageDataset, augment, batch_indices, load_dataset
 from model_core.diffusion.buckets import bucket_edges, bucket_stats
 from model_core.training import distributed
-from model_core.training.loop import (EMA, LoopResult, RunDir, count_parameters, linear_lr, mean_of, run_info, run_loop,
-                                      save_weights_from_state, seed_everything, step_generator)
+from model_core.training.loop import (EMA, LoopResult, RunDir, config_record, count_parameters, linear_lr, mean_of,
+                                      run_info, run_loop, save_weights_from_state, seed_everything, step_generator)
 
 DEFAULT_PROCESS = {"diffusion_steps": 1000, "noise_schedule": "linear"}
 
@@ -57,6 +57,8 @@ class ClassifierTrainConfig:
     value_range: str = "auto"
     timestep_buckets: int = 4
     ckpt_every: int = 250
+    ema_warmup: bool = False  # decay min(ema_decay, (1 + n) / (10 + n)) at update n
+    keep_every: int = 0  # keep the exported weights of every checkpoint at a multiple of this (0: off)
     # t = floor(T * u**t_power), u ~ U[0, 1): 1 is the paper's uniform draw; > 1 puts more of each batch at
     # small t, where guidance shapes the image's details and where a classifier can be made robust at all.
     t_power: float = 1.0
@@ -67,6 +69,8 @@ class ClassifierTrainConfig:
         for name in ("batch_size", "total_steps", "ckpt_every", "timestep_buckets"):
             if int(getattr(self, name)) < 1:
                 raise SettingError(name, f"{{{name}}} must be >= 1, got {getattr(self, name)}")
+        if int(self.keep_every) < 0:
+            raise SettingError("keep_every", f"{{keep_every}} must be >= 0 (0: off), got {self.keep_every}")
         if self.robust and (self.eps <= 0 or self.step_size <= 0 or self.attack_steps < 1):
             raise SettingError("attack_steps", "robust training needs {eps} > 0, {step_size} > 0 and "
                                "{attack_steps} >= 1", also=("eps", "step_size"))
@@ -77,12 +81,7 @@ class ClassifierTrainConfig:
                                "({weight_decay}) non-negative", also=("lr_end", "weight_decay"))
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        # Uniform t (the paper's, and every run before the knob) is recorded by leaving the field out, so runs
-        # and exported weights from before it still resume and compare equal.
-        if d["t_power"] == 1.0:
-            del d["t_power"]
-        return d
+        return config_record(asdict(self))
 
 
 def _load_data(cfg: ClassifierTrainConfig, split: str) -> ImageDataset:
@@ -133,7 +132,7 @@ def train_classifier(cfg: ClassifierTrainConfig, out: str | Path, *, max_minutes
     model = build_classifier(cfg.model).to(device)
     net = dist.wrap(model, device)  # what the loss is computed through; the attack uses the bare model
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr_start, weight_decay=cfg.weight_decay)
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    ema = EMA(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 else None
     images, labels = ds.images, ds.labels
     info = run_info("robust-classifier" if cfg.robust else "vanilla-classifier", cfg.to_dict(), ds.describe(),
                     cfg.seed)
@@ -197,7 +196,7 @@ def train_classifier(cfg: ClassifierTrainConfig, out: str | Path, *, max_minutes
     return run_loop(run=RunDir(Path(out)), info=info, model=model, optimizer=optimizer, ema=ema,
                     total_steps=cfg.total_steps, step_fn=step_fn,
                     lr_fn=lambda s: linear_lr(s, cfg.total_steps, cfg.lr_start, cfg.lr_end), export_fn=export,
-                    ckpt_every=cfg.ckpt_every, max_minutes=max_minutes, progress=progress,
+                    ckpt_every=cfg.ckpt_every, keep_every=cfg.keep_every, max_minutes=max_minutes, progress=progress,
                     desc="robust classifier" if cfg.robust else "vanilla classifier", postfix_fn=postfix, stop_at=stop_at,
                     dist=dist)
 

@@ -18,8 +18,8 @@ from model_core.data import ImageDataset, augment, batch_indices, load_dataset
 from model_core.diffusion.buckets import bucket_edges, bucket_stats
 from model_core.errors import SettingError
 from model_core.training import distributed
-from model_core.training.loop import (EMA, LoopResult, RunDir, count_parameters, linear_lr, mean_of, run_info, run_loop,
-                                      save_weights_from_state, seed_everything, step_generator)
+from model_core.training.loop import (EMA, LoopResult, RunDir, config_record, count_parameters, linear_lr, mean_of,
+                                      run_info, run_loop, save_weights_from_state, seed_everything, step_generator)
 
 
 @dataclass
@@ -41,11 +41,15 @@ class DiffusionTrainConfig:
     value_range: str = "auto"
     timestep_buckets: int = 4
     ckpt_every: int = 250
+    ema_warmup: bool = False  # decay min(ema_decay, (1 + n) / (10 + n)) at update n
+    keep_every: int = 0  # keep the exported weights of every checkpoint at a multiple of this (0: off)
 
     def validate(self) -> None:
         for name in ("batch_size", "total_steps", "ckpt_every", "timestep_buckets"):
             if int(getattr(self, name)) < 1:
                 raise SettingError(name, f"{{{name}}} must be >= 1, got {getattr(self, name)}")
+        if int(self.keep_every) < 0:
+            raise SettingError("keep_every", f"{{keep_every}} must be >= 0 (0: off), got {self.keep_every}")
         if not 0 <= self.ema_decay < 1:
             raise SettingError("ema_decay", f"{{ema_decay}} must be in [0, 1), got {self.ema_decay}")
         if bool(self.model.get("learn_sigma", False)) != bool(self.process.get("learn_sigma", False)):
@@ -55,7 +59,7 @@ class DiffusionTrainConfig:
                                "({weight_decay}) non-negative", also=("lr_end", "weight_decay"))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return config_record(asdict(self))
 
 
 def build_unet(model_cfg: dict) -> torch.nn.Module:
@@ -91,7 +95,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, out: str | Path, *, max_minutes: 
     model = build_unet(m).to(device)
     net = dist.wrap(model, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr_start, weight_decay=cfg.weight_decay)
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    ema = EMA(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 else None
     info = run_info("diffusion", cfg.to_dict(), ds.describe(), cfg.seed)
     info["parameters"] = count_parameters(model)
 
@@ -146,5 +150,5 @@ def train_diffusion(cfg: DiffusionTrainConfig, out: str | Path, *, max_minutes: 
     return run_loop(run=RunDir(Path(out)), info=info, model=model, optimizer=optimizer, ema=ema,
                     total_steps=cfg.total_steps, step_fn=step_fn,
                     lr_fn=lambda s: linear_lr(s, cfg.total_steps, cfg.lr_start, cfg.lr_end), export_fn=export,
-                    ckpt_every=cfg.ckpt_every, max_minutes=max_minutes, progress=progress, desc="diffusion",
+                    ckpt_every=cfg.ckpt_every, keep_every=cfg.keep_every, max_minutes=max_minutes, progress=progress, desc="diffusion",
                     postfix_fn=postfix, stop_at=stop_at, dist=dist)

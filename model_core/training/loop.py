@@ -38,6 +38,16 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 
 
+# Settings added after runs had been made, with the value every earlier run had. A config records one only when
+# it differs, so runs and exported weights from before it still resume and compare equal.
+LATER_SETTINGS = {"t_power": 1.0, "ema_warmup": False, "keep_every": 0}
+
+
+def config_record(config: dict) -> dict:
+    """``config`` without the later settings that are at their earlier value."""
+    return {k: v for k, v in config.items() if not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}
+
+
 class RunConfigMismatch(SettingError):
     """The run directory (setting ``out``) holds a checkpoint of a different configuration."""
 
@@ -134,17 +144,28 @@ def load_training_state(path: Path) -> dict[str, Any]:
 class EMA:
     """Exponential moving average of a model's floating-point parameters and buffers."""
 
-    def __init__(self, model: torch.nn.Module, decay: float):
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = False):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = float(decay)
+        self.warmup = bool(warmup)
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
+    def decay_at(self, step: int) -> float:
+        """The decay of the update after ``step`` optimiser steps.
+
+        Without warm-up a short run's average keeps decay**steps of the random
+        initial weights (0.2 after 1,600 steps at 0.999); the warm-up
+        min(decay, (1 + n) / (10 + n)) forgets them within the first steps.
+        """
+        return min(self.decay, (1.0 + step) / (10.0 + step)) if self.warmup else self.decay
+
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self, model: torch.nn.Module, step: int = 0) -> None:
+        decay = self.decay_at(step)
         for k, v in model.state_dict().items():
             if v.dtype.is_floating_point:
-                self.shadow[k].mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
+                self.shadow[k].mul_(decay).add_(v.detach(), alpha=1.0 - decay)
             else:
                 self.shadow[k].copy_(v)
 
@@ -210,7 +231,7 @@ class RunDir:
     def has_state(self) -> bool:
         return self.state_path.is_file()
 
-    def start(self, info: dict, resumable_keys: tuple[str, ...] = ("total_steps", "ckpt_every")) -> dict | None:
+    def start(self, info: dict, resumable_keys: tuple[str, ...] = ("total_steps", "ckpt_every", "keep_every")) -> dict | None:
         """Create the directory or check that its checkpoint belongs to this config.
 
         Returns the saved state to resume from, or None for a fresh run. Keys
@@ -273,7 +294,7 @@ class LoopResult:
 def run_loop(*, run: RunDir, info: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              ema: EMA | None, total_steps: int, step_fn, lr_fn, export_fn, ckpt_every: int = 500,
              max_minutes: float | None = None, progress: bool = True, desc: str = "train",
-             postfix_fn=None, stop_at: int | None = None, dist=None) -> LoopResult:
+             postfix_fn=None, stop_at: int | None = None, dist=None, keep_every: int = 0) -> LoopResult:
     """Run (or resume) ``step_fn(step) -> metrics dict`` up to ``total_steps``.
 
     Resumes from ``run``'s checkpoint when it holds one of the same config.
@@ -282,6 +303,10 @@ def run_loop(*, run: RunDir, info: dict, model: torch.nn.Module, optimizer: torc
     checkpoint. ``postfix_fn(recent_records) -> dict`` fills the progress bar.
     ``stop_at`` ends this session after that global step as if time had run
     out (a checkpoint, then return), e.g. to train in fixed chunks.
+    ``keep_every``: also copy the exported weights of every checkpoint at a
+    multiple of it to ``snapshots/step-NNNNNN/``, so that a checkpoint can be
+    chosen afterwards on held-out data (robust training overfits: the last
+    weights are not always the best).
     """
     from tqdm import tqdm
 
@@ -329,6 +354,8 @@ def run_loop(*, run: RunDir, info: dict, model: torch.nn.Module, optimizer: torc
             "wall_seconds": wall_before + deadline.elapsed(), "resumed_at_steps": resumed, **extra,
         })
         export_fn(run.path)
+        if keep_every and at_step % keep_every == 0:
+            keep_snapshot(run.path, at_step)
         run.update_info(step=at_step, total_steps=total_steps, wall_seconds=round(wall_before + deadline.elapsed(), 1),
                         resumed_at_steps=resumed, finished=at_step >= total_steps,
                         **({"world_size": dist.world} if dist.active else {}))
@@ -344,7 +371,7 @@ def run_loop(*, run: RunDir, info: dict, model: torch.nn.Module, optimizer: torc
             model.train()
             metrics = step_fn(step)
             if ema is not None:
-                ema.update(model)
+                ema.update(model, step)
             last = {"step": step, "lr": lr, **metrics}
             if dist.main:
                 run.log(last)
@@ -370,6 +397,21 @@ def run_loop(*, run: RunDir, info: dict, model: torch.nn.Module, optimizer: torc
         bar.close()
     dist.barrier()  # the weights are written before any rank returns
     return LoopResult(step, total_steps, step >= total_steps, wall_before + deadline.elapsed(), last)
+
+
+SNAPSHOT_DIR = "snapshots"
+
+
+def keep_snapshot(run_path: Path, step: int) -> Path:
+    """Copy the exported weights (``model.pt``, ``ema.pt`` and their sidecars) to ``snapshots/step-NNNNNN``."""
+    import shutil
+
+    dest = Path(run_path) / SNAPSHOT_DIR / f"step-{step:06d}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in sorted(Path(run_path).iterdir()):
+        if f.is_file() and f.name.split(".")[0] in ("model", "ema") and ".pt" in f.name:
+            atomic_write(dest / f.name, lambda p, src=f: shutil.copyfile(src, p))
+    return dest
 
 
 def mean_of(records: list[dict], key: str) -> float | None:

@@ -50,6 +50,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 SEMANTIC_422 = ["POST /v1/generations", "POST /v1/surveys", "GET /v1/generations", "PATCH /v1/surveys/{study_id}",
                 "POST /v1/analyses", "POST /v1/evaluations", "POST /v1/classifications"]
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "422"]
+# negative_data_rejection: schemathesis' defaults plus 413. A schema-violating body can be large (long `arms` or
+# `labels` arrays of a survey), and the body-size limit refuses it before validation does: a rejection, as asked.
+REJECTED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
 
 
 def _config(plaintext: str, max_examples: int, seed: int = 20261201) -> SchemathesisConfig:
@@ -61,6 +64,7 @@ def _config(plaintext: str, max_examples: int, seed: int = 20261201) -> Schemath
         "generation": {"max-examples": max_examples},
         # At most a few events from a stream that would otherwise wait for a worker.
         "max-stream-events": 5,
+        "checks": {"negative_data_rejection": {"expected-statuses": REJECTED}},
         "operations": [{"include-name": name, "checks": {"positive_data_acceptance": {
             "expected-statuses": ACCEPTED}}} for name in SEMANTIC_422],
     })

@@ -89,6 +89,40 @@ def test_ema_is_a_moving_average():
     assert torch.allclose(ema.shadow["weight"], torch.full((1, 2), 0.19))
 
 
+def test_ema_warmup_forgets_the_initial_weights():
+    m = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        m.weight.fill_(0.0)
+    plain, warm = EMA(m, 0.999), EMA(m, 0.999, warmup=True)
+    assert warm.decay_at(0) == pytest.approx(0.1) and warm.decay_at(990) == pytest.approx(0.991)
+    assert warm.decay_at(10**6) == 0.999 and plain.decay_at(0) == 0.999
+    with torch.no_grad():
+        m.weight.fill_(1.0)
+    for step in range(100):
+        plain.update(m, step)
+        warm.update(m, step)
+    # Without warm-up 0.999**100 of the zeros remain; with it the product of (1+n)/(10+n), n < 100, = 9! 100!/109! ~ 1e-13.
+    assert plain.shadow["weight"][0, 0].item() == pytest.approx(1 - 0.999**100)
+    assert warm.shadow["weight"][0, 0].item() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_kept_snapshots_hold_each_checkpoints_weights(tmp_path):
+    ds = tiny_data()
+    run = tmp_path / "run"
+    train_classifier(clf_cfg(total_steps=4, ckpt_every=1, keep_every=2, ema_decay=0.9, ema_warmup=True), run,
+                     progress=False, dataset=ds, stop_at=2)
+    train_classifier(clf_cfg(total_steps=4, ckpt_every=1, keep_every=2, ema_decay=0.9, ema_warmup=True), run,
+                     progress=False, dataset=ds)
+    kept = sorted(p.name for p in (run / "snapshots").iterdir())
+    assert kept == ["step-000002", "step-000004"]
+    for name in ("model.pt", "ema.pt"):
+        assert (run / "snapshots" / "step-000002" / name).is_file()
+        assert (run / "snapshots" / "step-000004" / name).read_bytes() == (run / name).read_bytes()
+    assert (run / "snapshots" / "step-000002" / "model.pt").read_bytes() != (run / "model.pt").read_bytes()
+    with pytest.raises(Exception, match="keep_every"):
+        train_classifier(clf_cfg(keep_every=-1), tmp_path / "bad", progress=False, dataset=ds)
+
+
 def test_step_generators_depend_only_on_seed_step_and_stream():
     a = torch.rand(3, generator=step_generator(1, 7, "noise"))
     assert torch.equal(a, torch.rand(3, generator=step_generator(1, 7, "noise")))
