@@ -166,35 +166,30 @@ def _default_preset() -> str:
     return get_preset(None).name
 
 
+def _plan_raters(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CLIError(f"--plan-raters {text!r}: write comma-separated integers") from None
+
+
 def write_outputs(result: dict, out: Path, *, plan_raters: str, seed: int, progress: bool) -> None:
     """Votes CSV, statistics JSON, power plan and the HTML report, from the pilot's plain data."""
-    from app.stats import power as pw
+    from app.stats import machine
     from app.stats.export import stats_json, write_atomic, write_votes_csv
     from app.stats.report import render_report
-    from app.stats.summary import compute_all, jsonable
-    from app.stats.tables import pair_counts
+    from app.stats.summary import jsonable
     from model_core.images import save_png
 
     a, b = result["methods"]
     votes = votes_from_pilot(result)
     write_votes_csv(out / "votes.csv", votes)
-    stats = compute_all(votes, seed=seed, method_a=a, method_b=b)
-    stats["machine_pilot"] = {k: result[k] for k in ("preset", "scales", "steps", "sampler", "settings", "summary",
-                                                      "judge_weights", "code_version")}
+    got = machine.statistics(votes, method_a=a, method_b=b, seed=seed, plan_raters=_plan_raters(plan_raters),
+                             provenance={k: result[k] for k in ("preset", "scales", "steps", "sampler", "settings",
+                                                                "summary", "judge_weights", "code_version")})
+    stats = got["stats"]
     write_atomic(out / "stats.json", stats_json(stats))
-    pilot = pw.pilot_summary(pair_counts(votes, a, b))
-    try:
-        raters = [int(x) for x in plan_raters.split(",") if x.strip()]
-    except ValueError:
-        raise CLIError(f"--plan-raters {plan_raters!r}: write comma-separated integers") from None
-    share, icc, same = pilot.get("share_a_among_sides"), pilot.get("icc"), pilot.get("same_share") or 0.0
-    plan = None
-    if share is not None and icc is not None and share != 0.5:
-        try:
-            plan = pw.planning_table(share, icc, raters=raters, same_share=same)
-        except ValueError as exc:
-            plan = {"error": str(exc)}
-    write_atomic(out / "power.json", json.dumps(jsonable({"pilot": pilot, "plans": plan}), indent=1))
+    write_atomic(out / "power.json", json.dumps(jsonable(got["power"]), indent=1))
     images = {}
     img_dir = out / "images"
     for rec, ia, ib in zip(result["pairs"], result["images"][a], result["images"][b]):
@@ -208,37 +203,24 @@ def write_outputs(result: dict, out: Path, *, plan_raters: str, seed: int, progr
 
 def write_arms_outputs(result: dict, out: Path, *, plan_raters: str, seed: int) -> None:
     """A multi-arm pilot's votes, statistics (every arm pair and the ranking), plan and report."""
-    import math
-    from dataclasses import replace
-
-    from app.stats import power_arms as pa
-    from app.stats.arms import compute_arms, oriented_votes, rank_votes
+    from app.stats import machine
     from app.stats.arms_report import render_arms_report
     from app.stats.export import stats_json, write_atomic, write_votes_csv
     from app.stats.summary import jsonable
     from model_core.images import save_png
 
-    try:
-        raters = [int(x) for x in plan_raters.split(",") if x.strip()]
-    except ValueError:
-        raise CLIError(f"--plan-raters {plan_raters!r}: write comma-separated integers") from None
+    raters = _plan_raters(plan_raters)
     votes = votes_from_pilot(result)
     write_votes_csv(out / "votes.csv", votes)
     names = list(result["methods"])
-    stats = compute_arms(votes, seed=seed, arms=names)
-    stats["machine_pilot"] = {k: result[k] for k in ("preset", "arms", "design", "steps", "sampler", "settings",
-                                                      "summary", "judge_weights", "code_version")}
+    got = machine.statistics(votes, method_a=names[0], method_b=names[1], arms=names, design=result["design"],
+                             seed=seed, plan_raters=raters,
+                             provenance={k: result[k] for k in ("preset", "arms", "design", "steps", "sampler",
+                                                                "settings", "summary", "judge_weights",
+                                                                "code_version")})
+    stats = got["stats"]
     write_atomic(out / "stats.json", stats_json(stats))
-    order, kept, _ = oriented_votes(votes, names)
-    fit_items = rank_votes([replace(v, rater_id="all") for v in kept], order, n_boot=1000, seed=seed)
-    fit_report = rank_votes(kept, order, n_boot=1000, seed=seed)
-    m_pilot = len(kept) / max(len({v.pair_id for v in kept}), 1)
-    pilot = pa.pilot_design_effect(fit_items, fit_report, stats["ranking"]["exists"], m_pilot)
-    plans = None
-    if pilot["available"]:
-        plans = pa.plan_ranking(pilot["theta"], math.log(pilot["nu"]), width=0.25, design=result["design"],
-                                raters=raters, rho=pilot["rho"], report_factor=pilot["report_factor"])
-    write_atomic(out / "power.json", json.dumps(jsonable({"pilot": pilot, "width": 0.25, "plans": plans}), indent=1))
+    write_atomic(out / "power.json", json.dumps(jsonable(got["power"]), indent=1))
     img_dir = out / "images"
     for j, (label, item_seed) in enumerate(result["items"]):
         for name in names:
