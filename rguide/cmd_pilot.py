@@ -54,6 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raters", type=int, default=5, help="simulated raters per pair")
     p.add_argument("--k", type=int, default=3, help="neighbours of the realism score")
     p.add_argument("--plan-raters", default="5,10,15,20,25,30,40", help="raters per pair for the planning table")
+    p.add_argument("--study", default=None,
+                   help="run the pilot on this survey study's own pairs on the service (--url) instead of sampling "
+                        "here: its machine votes are stored beside the study, apart from the human votes")
+    p.add_argument("--url", default=None, help="with --study: the service (default $RGUIDE_URL or "
+                                               "http://127.0.0.1:8000)")
+    p.add_argument("--api-key", default=None, help="with --study: a researcher key (default $RGUIDE_API_KEY)")
     p.add_argument("--out", type=Path, required=True, help="folder for images, votes, statistics and report")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None)
@@ -112,7 +118,76 @@ def votes_from_pilot(result: dict) -> list:
     return votes
 
 
+STUDY_ONLY_SAMPLING = ("preset", "per_class", "labels", "steps", "sampler", "scale", "arms", "judge", "real_data")
+
+
+def run_study_pilot(args: argparse.Namespace) -> int:
+    """``--study ID``: ask the service to run the pilot on the study's pairs, follow it, fetch its results."""
+    import os
+    import time
+    import urllib.error
+    import urllib.request
+
+    from tqdm import tqdm
+
+    from rguide.remote_evaluate import _call
+
+    base = (args.url or os.environ.get("RGUIDE_URL") or "http://127.0.0.1:8000").rstrip("/")
+    key = args.api_key or os.environ.get("RGUIDE_API_KEY")
+    if not key:
+        raise CLIError("--study needs a researcher key: --api-key KEY or $RGUIDE_API_KEY")
+    defaults = {"per_class": 10, "design": "all_pairs"}
+    given = [f"--{name.replace('_', '-')}" for name in STUDY_ONLY_SAMPLING
+             if getattr(args, name, None) not in (None, defaults.get(name))]
+    if given:
+        raise CLIError(f"{', '.join(given)}: with --study the pilot judges the study's own images with the "
+                       "preset's judge network; leave these out")
+    body = {"raters": args.raters, "noise": args.noise, "same_margin": args.same_margin,
+            "realism_weight": args.realism_weight, "k": args.k, "seed": args.seed}
+    path = f"/v1/surveys/{args.study}/machine-votes"
+    got = _call(base, key, "POST", path, body)
+    print(f"machine-rater pilot of study {args.study} (job {got['job_id']}, {got['status']}); Ctrl-C stops following, "
+          "the job goes on")
+    bar = tqdm(total=max(got["progress_total"], 1), desc="machine votes", unit="pair", disable=args.no_progress)
+    try:
+        while got["status"] in ("queued", "running"):
+            bar.total = max(got["progress_total"], 1)
+            bar.n = got["progress_step"]
+            bar.refresh()
+            time.sleep(1.0)
+            got = _call(base, key, "GET", path)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\nstopped following; rguide pilot --study {args.study} --out {args.out} follows it again")
+        return 130
+    bar.n = bar.total
+    bar.close()
+    if got["status"] != "succeeded":
+        raise CLIError(f"the pilot job {got['job_id']} {got['status']}: {got.get('error') or 'no error recorded'}")
+    results = _call(base, key, "GET", f"/v1/surveys/{args.study}/machine-results")
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "machine-results.json").write_text(json.dumps(results, indent=1) + "\n")
+    for name, suffix in (("machine-votes.csv", "machine-votes?format=csv"), ("machine-report.html", "machine-report")):
+        req = urllib.request.Request(f"{base}/v1/surveys/{args.study}/{suffix}",
+                                     headers={"Authorization": f"Bearer {key}"})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as resp:
+                (out / name).write_bytes(resp.read())
+        except urllib.error.URLError as exc:
+            raise CLIError(f"GET {suffix}: {exc}") from None
+    from app.survey.report import machine_lines
+
+    print(results["note"])
+    for line in machine_lines(results):
+        print("  " + line)
+    print(f"wrote {out}/machine-results.json, machine-votes.csv, machine-report.html")
+    return 0
+
+
 def run_pilot(args: argparse.Namespace) -> int:
+    if args.study:
+        return run_study_pilot(args)
     from model_core.errors import SettingError
     from model_core.evaluation.judge import JudgeSettings
     from model_core.evaluation.pilot import PilotSettings, run_pilot as core_pilot

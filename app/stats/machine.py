@@ -33,15 +33,18 @@ LIMITS = (
 
 def statistics(votes: Sequence[Vote], *, method_a: str, method_b: str, arms: Sequence[str] | None = None,
                design: str | None = None, seed: int = 0, n_boot: int = DEFAULT_N_BOOT,
-               plan_raters: Sequence[int] = DEFAULT_PLAN_RATERS, provenance: dict | None = None) -> dict:
+               plan_raters: Sequence[int] = DEFAULT_PLAN_RATERS, provenance: dict | None = None,
+               n_boot_plan: int = 1000) -> dict:
     """``{"stats", "power", "limits"}`` of machine votes; ``stats["machine_pilot"]`` is ``provenance``.
 
     Two arms: ``compute_all`` and the planning table from the votes' pilot summary (share, ICC, same
     share). More arms (``arms`` given): ``compute_arms`` and the ranking planner at a half-width of
-    0.25 per arm. Raises ``ValueError`` when there is nothing to analyse.
+    0.25 per arm, from the design effect of ``n_boot_plan`` ranking bootstraps. Raises ``ValueError``
+    when there is nothing to analyse.
     """
     if arms is not None:
-        out = _arms(votes, arms, design or "all_pairs", seed=seed, n_boot=n_boot, plan_raters=plan_raters)
+        out = _arms(votes, arms, design or "all_pairs", seed=seed, n_boot=n_boot, plan_raters=plan_raters,
+                    n_boot_plan=n_boot_plan)
     else:
         out = _two(votes, method_a, method_b, seed=seed, n_boot=n_boot, plan_raters=plan_raters)
     out["stats"]["machine_pilot"] = dict(provenance or {})
@@ -66,15 +69,15 @@ def _two(votes, a, b, *, seed, n_boot, plan_raters) -> dict:
     return {"stats": stats, "power": {"pilot": pilot, "plans": plan}}
 
 
-def _arms(votes, arms, design, *, seed, n_boot, plan_raters) -> dict:
+def _arms(votes, arms, design, *, seed, n_boot, plan_raters, n_boot_plan) -> dict:
     from app.stats import power_arms as pa
     from app.stats.arms import compute_arms, oriented_votes, rank_votes
 
     names = list(arms)
     stats = compute_arms(votes, seed=seed, n_boot=n_boot, arms=names)
     order, kept, _ = oriented_votes(list(votes), names)
-    fit_items = rank_votes([replace(v, rater_id="all") for v in kept], order, n_boot=1000, seed=seed)
-    fit_report = rank_votes(kept, order, n_boot=1000, seed=seed)
+    fit_items = rank_votes([replace(v, rater_id="all") for v in kept], order, n_boot=n_boot_plan, seed=seed)
+    fit_report = rank_votes(kept, order, n_boot=n_boot_plan, seed=seed)
     m_pilot = len(kept) / max(len({v.pair_id for v in kept}), 1)
     pilot = pa.pilot_design_effect(fit_items, fit_report, stats["ranking"]["exists"], m_pilot)
     plans = None

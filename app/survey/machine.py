@@ -18,7 +18,7 @@ from model_core.presets import UnknownPresetError, get_preset
 from worker import machine_votes
 from worker.survey_models import MachineVoteJob, Study
 
-NOTE = ("machine raters: a proxy. A judge network and simulated raters answered these pairs; their votes are "
+NOTE = ("Machine raters are a proxy: a judge network and simulated raters answered these pairs. Their votes are "
         "stored apart from the human votes and never enter the human statistics, exports or report.")
 CSV_COLUMNS = ("study_id", "pair_id", "pair_ordinal", "label", "class_name", "seed", "rater", "side", "choice",
                "a_side", "left_arm", "right_arm", "u_a", "u_b", "judge_sha256", "judge", "code_version", "job_id",
@@ -106,7 +106,7 @@ def votes_csv(session: Session, study: Study) -> str:
     return buf.getvalue()
 
 
-def results(session: Session, study: Study, *, n_boot: int, seed: int) -> dict:
+def results(session: Session, study: Study, *, n_boot: int, seed: int, n_boot_plan: int = 1000) -> dict:
     """The machine votes' statistics and power plan, labelled a proxy, and their agreement with the human
     answers when the study has both. Raises ``ValueError`` when there are no machine votes yet."""
     from app.stats.agreement import between_sources
@@ -123,7 +123,7 @@ def results(session: Session, study: Study, *, n_boot: int, seed: int) -> dict:
                   "summary": (job.result or {}).get("per_arm") if job else None}
     got = machine_stats.statistics(votes, method_a=study.method_a, method_b=study.method_b,
                                    arms=study.arm_names if study.arms is not None else None, design=study.design,
-                                   seed=seed, n_boot=n_boot, provenance=provenance)
+                                   seed=seed, n_boot=n_boot, provenance=provenance, n_boot_plan=n_boot_plan)
     human = export.stats_votes(study, export.vote_rows(session, study))
     kept = apply_exclusions(human, max_failures=study.max_attention_failures).kept
     agreement = None

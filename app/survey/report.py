@@ -220,7 +220,9 @@ def machine_section(session: Session, study: Study) -> dict | None:
     from app.survey import machine
 
     try:
-        got = machine.results(session, study, n_boot=0, seed=0)
+        # Shown on a page that refreshes every 10 s: no answer bootstrap, and a short one for the ranking's plan
+        # (the full numbers are at .../machine-results and .../machine-report).
+        got = machine.results(session, study, n_boot=0, seed=0, n_boot_plan=200)
     except ValueError:
         return None
     return {"note": got["note"], "limits": got["limits"], "lines": machine_lines(got),

@@ -218,3 +218,131 @@ def test_a_preset_without_a_judge_or_a_study_not_open_is_refused(tmp_path):
         assert r.status_code == 409 and "generating" in r.json()["detail"]
         r = client.post(f"/v1/surveys/{sid}/machine-votes", json={"raters": 0}, headers=client.hdr)
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "raters"]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_the_machine_votes_migration_and_constraints_on_postgresql(service_factory):
+    """0010 up and down on PostgreSQL; the table refuses a second vote of one rater on a pair, an answer outside
+    the votes' vocabulary and a rater that is not a machine; a study's deletion takes its machine votes along."""
+    from alembic import command
+    from fastapi.testclient import TestClient
+    from sqlalchemy import inspect, text
+    from sqlalchemy.exc import IntegrityError
+    from survey_support import open_study
+
+    from app.main import create_app
+    from worker import db, machine_votes
+    from worker.survey_models import MachineVote, Study, SurveyPair
+
+    env = service_factory()
+    url = env.settings.database_url
+    with TestClient(create_app(env.settings, run_reaper=False)) as client:
+        study_id = open_study(client, new_key(env.settings), num_pairs=1)["id"]
+    Session = db.session_factory(url)
+    with Session() as s:
+        study = s.get(Study, study_id)
+        pair_id = s.scalar(select(SurveyPair.id).where(SurveyPair.study_id == study_id,
+                                                       SurveyPair.is_attention_check.is_(False)))
+        job = machine_votes.new_job(study, PILOT, None)
+        s.add(job)
+        s.commit()
+        row = {"study_id": study_id, "pair_id": pair_id, "job_id": job.id, "side": "left", "choice": "robust",
+               "a_side": "left", "u_a": 0.5, "u_b": -0.5, "judge": PILOT, "judge_sha256": "0" * 64,
+               "code_version": "test"}
+        machine_votes.store_votes(s, [{**row, "id": machine_votes.vote_id(pair_id, "machine-01"),
+                                       "rater": "machine-01"}])
+        machine_votes.store_votes(s, [{**row, "id": machine_votes.vote_id(pair_id, "machine-01"),
+                                       "rater": "machine-01", "side": "right"}])  # a re-run: kept as it was
+        assert [v.side for v in s.scalars(select(MachineVote))] == ["left"]
+        for bad in ({"id": "x1", "rater": "machine-01"}, {"id": "x2", "rater": "machine-02", "side": "both"},
+                    {"id": "x3", "rater": "machine-03", "a_side": "same"}, {"id": "x4", "rater": "rater-1"}):
+            with pytest.raises(IntegrityError):
+                s.add(MachineVote(**{**row, **bad}))
+                s.commit()
+            s.rollback()
+        s.execute(text("DELETE FROM survey_studies WHERE id = :i"), {"i": study_id})
+        s.commit()
+        assert s.scalar(select(func.count()).select_from(MachineVote)) == 0
+    db.dispose_engines()
+    command.downgrade(db.alembic_config(url), "0009_classifications")
+    insp = inspect(db.get_engine(url))
+    assert not {"survey_machine_votes", "survey_machine_jobs"} & set(insp.get_table_names())
+    assert "machine_pilot" not in {c["name"] for c in insp.get_columns("survey_studies")}
+    db.dispose_engines()
+    db.upgrade(url)
+    assert db.current_revision(url) == db.head_revision() == "0010_machine_votes"
+    uniques = {tuple(u["column_names"]) for u in inspect(db.get_engine(url)).get_unique_constraints(
+        "survey_machine_votes")}
+    assert ("pair_id", "rater") in uniques
+    db.dispose_engines()
+
+
+def test_rguide_pilot_study_follows_the_job_and_writes_the_machine_files(study, tmp_path, monkeypatch, capsys):
+    """``rguide pilot --study ID``, its HTTP calls answered by the in-process app (no server to start)."""
+    import io
+    import json
+    import urllib.request
+
+    import rguide.remote_evaluate as remote
+    from rguide.cli import main
+
+    client, sid = study, study.sid
+    run_machine_jobs(client.settings)
+
+    def call(base, key, method, path, body=None):
+        r = client.request(method, path, json=body, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code < 400, r.text
+        return r.json()
+
+    class Reply(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def urlopen(req, timeout=None):
+        from urllib.parse import urlsplit
+
+        url = urlsplit(req.full_url)
+        r = client.get(f"{url.path}?{url.query}", headers=dict(req.header_items()))
+        assert r.status_code == 200, r.text
+        return Reply(r.content)
+
+    monkeypatch.setattr(remote, "_call", call)
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    key = client.hdr["Authorization"].split()[1]
+    out = tmp_path / "pilot"
+    assert main(["pilot", "--study", sid, "--url", "http://test", "--api-key", key, "--raters", "3", "--seed", "1",
+                 "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "Machine raters are a proxy" in printed and "Agreement with the human answers" in printed
+    assert json.loads((out / "machine-results.json").read_text())["stats"]["n_answers"] == 12
+    assert len((out / "machine-votes.csv").read_text().splitlines()) == 13
+    assert "Machine raters (a proxy)" in (out / "machine-report.html").read_text()
+    # Sampling flags make no sense for a study's own images: refused, naming them.
+    assert main(["pilot", "--study", sid, "--api-key", key, "--steps", "5", "--out", str(out)]) != 0
+    assert "--steps" in capsys.readouterr().err
+
+
+def test_a_multi_arm_study_gets_machine_votes_per_arm_pair_and_a_ranking(tmp_path):
+    arms = [{"method": "robust"}, {"method": "vanilla"}, {"method": "none"}]
+    with api(tmp_path) as client:
+        r = client.post("/v1/surveys", json={**DEMO, "num_pairs": 2, "arms": arms, "machine_pilot": PILOT},
+                        headers=client.hdr)
+        assert r.status_code == 202, r.text
+        sid = r.json()["id"]
+        assert set(run_queued_jobs(client.settings)) <= {"succeeded", "skipped"}
+        assert client.get(f"/v1/surveys/{sid}", headers=client.hdr).json()["status"] == "open"
+        assert run_machine_jobs(client.settings) == ["succeeded"]
+        got = client.get(f"/v1/surveys/{sid}/machine-votes", headers=client.hdr).json()
+        assert got["votes"] == 2 * 3 * 3 and set(got["result"]["per_arm"]) == {"robust", "vanilla", "unguided"}
+        assert all(a["images"] == 2 for a in got["result"]["per_arm"].values())  # an item's image judged once
+        header, *rows = client.get(f"/v1/surveys/{sid}/machine-votes?format=csv", headers=client.hdr).text.splitlines()
+        assert header.endswith(",arm_a,arm_b") and len(rows) == 18
+        res = client.get(f"/v1/surveys/{sid}/machine-results?n_boot=50", headers=client.hdr).json()
+        assert res["stats"]["arms"] == ["robust", "vanilla", "unguided"] and len(res["stats"]["arm_pairs"]) == 3
+        assert "ranking" in res["stats"] and "width" in res["power"] and res["agreement_with_humans"] is None
+        html = client.get(f"/v1/surveys/{sid}/machine-report?n_boot=50", headers=client.hdr).text
+        assert "Machine raters (a proxy)" in html and 'id="machine-raters"' in html
