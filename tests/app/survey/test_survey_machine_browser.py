@@ -56,14 +56,18 @@ def test_the_researcher_page_shows_the_machine_pilot_apart_from_the_human_answer
         summary = page.inner_text("#machine-summary")
         assert "20 machine answers on 4 pairs" in summary and "Agreement with the human answers" in summary
         shot(page, "survey-researcher-machine")
-        with page.expect_navigation():
+        assert recorders[1].problems == []
+        with page.expect_navigation() as nav:
             page.click("text=machine report (HTML)")
-        assert "Machine raters (a proxy)" in page.inner_text("h1")
+        assert nav.value.status == 200 and "Machine raters (a proxy)" in page.inner_text("h1")
         shot(page, "survey-machine-report")
-        page.goto(f"{up.url}/v1/surveys/{sid}/report?n_boot=100")
+        assert page.goto(f"{up.url}/v1/surveys/{sid}/report?n_boot=100").status == 200
         assert "Machine raters: a proxy" in page.inner_text("#machine-raters")
         shot(page, "survey-report-machine-section")
         office.close()
-        problems = [p for rec in recorders for p in rec.problems]
-        assert problems == []
+        # The reports link no favicon (they must stay self-contained), so Chromium asks the server for
+        # /favicon.ico once; that 404 is logged to the console without its URL. Nothing else may fail.
+        reports = recorders[1].problems
+        assert len(reports) <= 1 and all("status of 404" in p for p in reports), reports
+        assert recorders[0].problems == []
         assert all(u.startswith(up.url) or u.startswith("data:") for rec in recorders for u in rec.requests)
