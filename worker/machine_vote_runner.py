@@ -27,6 +27,13 @@ class Canceled(Exception):
     pass
 
 
+def pair_key(preset: str, pair) -> str:
+    """What seeds a pair's simulated raters: its preset, label, seed (and arms), as ``rguide pilot`` keys its
+    pairs. Not the row id, which is random: two studies of the same design get the same machine votes."""
+    key = f"{preset}-{pair.label}-{pair.seed}"
+    return key if pair.arm_a is None else f"{key}-{pair.arm_a}-{pair.arm_b}"
+
+
 def run_machine_vote_job(settings: Settings, job_id: str) -> str:
     Session = session_factory(settings.database_url)
     owner = new_owner()
@@ -115,7 +122,7 @@ def _run(settings: Settings, Session, job_id: str, study_id: str, jsettings: dic
     for i in range(0, len(pairs), BATCH_PAIRS):
         chunk = pairs[i:i + BATCH_PAIRS]
         answers = simulated_answers([u[p.image_a_id] for p in chunk], [u[p.image_b_id] for p in chunk],
-                                    judge_settings, [p.id for p in chunk])
+                                    judge_settings, [pair_key(preset_name, p) for p in chunk])
         rows = []
         for p, per_pair in zip(chunk, answers):
             a, b = (p.arm_a, p.arm_b) if p.arm_a is not None else (method_a, method_b)

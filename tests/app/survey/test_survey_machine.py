@@ -51,7 +51,7 @@ def machine_rows(settings) -> list[tuple]:
     from worker.survey_models import MachineVote
 
     with session_factory(settings.database_url)() as s:
-        return sorted((v.id, v.pair_id, v.rater, v.side, v.choice, v.a_side, round(v.u_a, 9), round(v.u_b, 9))
+        return sorted((v.id, v.pair_id, v.rater, v.side, v.choice, v.a_side, v.u_a, v.u_b)
                       for v in s.scalars(select(MachineVote)))
 
 
@@ -96,6 +96,21 @@ def test_opening_queues_the_pilot_and_the_worker_stores_machine_votes_apart(stud
     assert human_outputs(client, sid) == before
     rows = machine_rows(client.settings)
     assert {r[2] for r in rows} == {"machine-01", "machine-02", "machine-03"}
+    # Seeded as `rguide pilot` seeds its pairs (preset, label, seed), not by the random row id: the same
+    # design and settings give the same votes in any study.
+    from model_core.evaluation.judge import JudgeSettings, simulated_answers
+    from worker.db import session_factory
+    from worker.survey_models import SurveyPair
+
+    with session_factory(client.settings.database_url)() as s:
+        pairs = {p.id: p for p in s.scalars(select(SurveyPair).where(SurveyPair.study_id == sid))}
+    for pid in {r[1] for r in rows}:
+        mine = sorted((r[2], r[4], r[5]) for r in rows if r[1] == pid)
+        ua, ub = next((r[6], r[7]) for r in rows if r[1] == pid)
+        (want,) = simulated_answers([ua], [ub], JudgeSettings(**got["settings"]),
+                                    [f"demo-{pairs[pid].label}-{pairs[pid].seed}"])
+        assert mine == [(f"machine-{j + 1:02d}", {"a": "robust", "b": "vanilla", "same": "same"}[ans], side)
+                        for j, (ans, side) in enumerate(want)]
     for _, _, _, side, choice, a_side, ua, ub in rows:
         assert choice in ("robust", "vanilla", "same")
         # The answer reads as a human vote does: the side clicked is A's side exactly when A was chosen.
