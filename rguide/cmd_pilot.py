@@ -145,7 +145,24 @@ def run_study_pilot(args: argparse.Namespace) -> int:
     body = {"raters": args.raters, "noise": args.noise, "same_margin": args.same_margin,
             "realism_weight": args.realism_weight, "k": args.k, "seed": args.seed}
     path = f"/v1/surveys/{args.study}/machine-votes"
-    got = _call(base, key, "POST", path, body)
+    study = _call(base, key, "GET", f"/v1/surveys/{args.study}")
+    if study["status"] == "generating":
+        # The pilot judges the study's own images: wait for them, as the study page does.
+        gen = tqdm(total=100, desc="generating the study's pairs", unit="%", disable=args.no_progress)
+        while study["status"] == "generating":
+            gen.n = round(100 * study["generation"]["progress"])
+            gen.refresh()
+            time.sleep(2.0)
+            study = _call(base, key, "GET", f"/v1/surveys/{args.study}")
+        gen.close()
+    if study["status"] == "failed":
+        raise CLIError(f"study {args.study} failed: {study.get('error')}")
+    got = _call(base, key, "GET", path)
+    if got["status"] in ("queued", "running", "succeeded") and got["settings"] != body:
+        # One pilot per study: follow the one there (asked for at creation, say) rather than refuse.
+        print(f"following the study's existing pilot (settings {got['settings']}); DELETE {path} to run another")
+    else:
+        got = _call(base, key, "POST", path, body)
     print(f"machine-rater pilot of study {args.study} (job {got['job_id']}, {got['status']}); Ctrl-C stops following, "
           "the job goes on")
     bar = tqdm(total=max(got["progress_total"], 1), desc="machine votes", unit="pair", disable=args.no_progress)

@@ -336,6 +336,10 @@ def test_rguide_pilot_study_follows_the_job_and_writes_the_machine_files(study, 
     assert json.loads((out / "machine-results.json").read_text())["stats"]["n_answers"] == 12
     assert len((out / "machine-votes.csv").read_text().splitlines()) == 13
     assert "Machine raters (a proxy)" in (out / "machine-report.html").read_text()
+    # Without judge flags the study's own pilot (other settings) is followed, not refused.
+    assert main(["pilot", "--study", sid, "--url", "http://test", "--api-key", key, "--out", str(out),
+                 "--no-progress"]) == 0
+    assert "following the study's existing pilot" in capsys.readouterr().out
     # Sampling flags make no sense for a study's own images: refused, naming them.
     assert main(["pilot", "--study", sid, "--api-key", key, "--steps", "5", "--out", str(out)]) != 0
     assert "--steps" in capsys.readouterr().err
