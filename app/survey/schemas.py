@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -88,16 +89,27 @@ class ArmSpec(BaseModel):
 Weight = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
 
 
+def _whole(value):
+    # JSON has one number type: 5.0 is the integer 5 to a JSON Schema validator (and to a client), so it is
+    # accepted as one; "5", 5.5 and true stay errors.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def whole(ge: int, le: int):
+    """An integer field in [ge, le] that also takes 5.0 for 5 (the bounds first, so the schema says minimum/maximum)."""
+    return Annotated[StrictInt, Field(ge=ge, le=le), BeforeValidator(_whole)]
+
+
 class MachinePilotSpec(BaseModel):
     """The machine-rater pilot (docs/pilot.md): the judge answers every real pair, simulated raters around it."""
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    raters: Annotated[StrictInt, Field(ge=1, le=100)] = Field(5, description="simulated machine raters per pair")
+    raters: whole(1, 100) = Field(5, description="simulated machine raters per pair")
     noise: Weight = Field(1.0, description="scale of each simulated rater's logistic noise on u_A - u_B")
     same_margin: Weight = Field(0.5, description="|u_A - u_B| below this is answered 'same'")
     realism_weight: Weight = Field(1.0, description="weight of log realism against log p(y|x) in the utility")
-    k: Annotated[StrictInt, Field(ge=1, le=50)] = Field(3, description="neighbours of the realism score")
-    seed: Annotated[StrictInt, Field(ge=0, le=2**62)] = Field(0, description="seeds the simulated raters")
+    k: whole(1, 50) = Field(3, description="neighbours of the realism score")
+    seed: whole(0, 2**62) = Field(0, description="seeds the simulated raters")
 
 
 class StudyCreate(BaseModel):

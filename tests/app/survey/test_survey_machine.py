@@ -233,6 +233,12 @@ def test_a_preset_without_a_judge_or_a_study_not_open_is_refused(tmp_path):
         assert r.status_code == 409 and "generating" in r.json()["detail"]
         r = client.post(f"/v1/surveys/{sid}/machine-votes", json={"raters": 0}, headers=client.hdr)
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "raters"]
+        # 3.0 is the JSON integer 3 (past the edge, refused for the preset); "3" and 3.5 are not integers.
+        assert client.post(f"/v1/surveys/{sid}/machine-votes", json={"raters": 3.0}, headers=client.hdr
+                           ).status_code == 409
+        for bad in ("3", 3.5, True):
+            r = client.post(f"/v1/surveys/{sid}/machine-votes", json={"raters": bad}, headers=client.hdr)
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "raters"], bad
 
 
 @pytest.mark.integration
