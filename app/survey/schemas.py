@@ -109,7 +109,7 @@ class MachinePilotSpec(BaseModel):
     same_margin: Weight = Field(0.5, description="|u_A - u_B| below this is answered 'same'")
     realism_weight: Weight = Field(1.0, description="weight of log realism against log p(y|x) in the utility")
     k: whole(1, 50) = Field(3, description="neighbours of the realism score")
-    seed: whole(0, 2**62) = Field(0, description="seeds the simulated raters")
+    seed: whole(0, 2**31 - 1) = Field(0, description="seeds the simulated raters")
 
 
 class StudyCreate(BaseModel):
