@@ -374,7 +374,8 @@ def _machine_results(session: Session, study: Study, n_boot: int, seed: int) -> 
         raise HTTPException(409, f"no machine statistics for study {study.id}: {exc}") from None
 
 
-@router.get("/{study_id}/machine-results", summary="The machine votes' statistics, power plan and agreement with people",
+@router.get("/{study_id}/machine-results",
+            summary="The machine votes' statistics, power plan and agreement with people",
             description="The survey's statistics (threshold table, sign tests; every arm pair and the ranking for "
                         "more than two arms) and the power planner, computed on the machine votes alone and "
                         "labelled a proxy, with `agreement_with_humans` (per-pair majority agreement, Gwet's AC1, "
