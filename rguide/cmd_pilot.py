@@ -54,6 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raters", type=int, default=5, help="simulated raters per pair")
     p.add_argument("--k", type=int, default=3, help="neighbours of the realism score")
     p.add_argument("--plan-raters", default="5,10,15,20,25,30,40", help="raters per pair for the planning table")
+    p.add_argument("--study", default=None,
+                   help="run the pilot on this survey study's own pairs on the service (--url) instead of sampling "
+                        "here: its machine votes are stored beside the study, apart from the human votes")
+    p.add_argument("--url", default=None, help="with --study: the service (default $RGUIDE_URL or "
+                                               "http://127.0.0.1:8000)")
+    p.add_argument("--api-key", default=None, help="with --study: a researcher key (default $RGUIDE_API_KEY)")
     p.add_argument("--out", type=Path, required=True, help="folder for images, votes, statistics and report")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None)
@@ -112,7 +118,93 @@ def votes_from_pilot(result: dict) -> list:
     return votes
 
 
+STUDY_ONLY_SAMPLING = ("preset", "per_class", "labels", "steps", "sampler", "scale", "arms", "judge", "real_data")
+
+
+def run_study_pilot(args: argparse.Namespace) -> int:
+    """``--study ID``: ask the service to run the pilot on the study's pairs, follow it, fetch its results."""
+    import os
+    import time
+    import urllib.error
+    import urllib.request
+
+    from tqdm import tqdm
+
+    from rguide.remote_evaluate import _call
+
+    base = (args.url or os.environ.get("RGUIDE_URL") or "http://127.0.0.1:8000").rstrip("/")
+    key = args.api_key or os.environ.get("RGUIDE_API_KEY")
+    if not key:
+        raise CLIError("--study needs a researcher key: --api-key KEY or $RGUIDE_API_KEY")
+    defaults = {"per_class": 10, "design": "all_pairs"}
+    given = [f"--{name.replace('_', '-')}" for name in STUDY_ONLY_SAMPLING
+             if getattr(args, name, None) not in (None, defaults.get(name))]
+    if given:
+        raise CLIError(f"{', '.join(given)}: with --study the pilot judges the study's own images with the "
+                       "preset's judge network; leave these out")
+    body = {"raters": args.raters, "noise": args.noise, "same_margin": args.same_margin,
+            "realism_weight": args.realism_weight, "k": args.k, "seed": args.seed}
+    path = f"/v1/surveys/{args.study}/machine-votes"
+    study = _call(base, key, "GET", f"/v1/surveys/{args.study}")
+    if study["status"] == "generating":
+        # The pilot judges the study's own images: wait for them, as the study page does.
+        gen = tqdm(total=100, desc="generating the study's pairs", unit="%", disable=args.no_progress)
+        while study["status"] == "generating":
+            gen.n = round(100 * study["generation"]["progress"])
+            gen.refresh()
+            time.sleep(2.0)
+            study = _call(base, key, "GET", f"/v1/surveys/{args.study}")
+        gen.close()
+    if study["status"] == "failed":
+        raise CLIError(f"study {args.study} failed: {study.get('error')}")
+    got = _call(base, key, "GET", path)
+    if got["status"] in ("queued", "running", "succeeded") and got["settings"] != body:
+        # One pilot per study: follow the one there (asked for at creation, say) rather than refuse.
+        print(f"following the study's existing pilot (settings {got['settings']}); DELETE {path} to run another")
+    else:
+        got = _call(base, key, "POST", path, body)
+    print(f"machine-rater pilot of study {args.study} (job {got['job_id']}, {got['status']}); Ctrl-C stops following, "
+          "the job goes on")
+    bar = tqdm(total=max(got["progress_total"], 1), desc="machine votes", unit="pair", disable=args.no_progress)
+    try:
+        while got["status"] in ("queued", "running"):
+            bar.total = max(got["progress_total"], 1)
+            bar.n = got["progress_step"]
+            bar.refresh()
+            time.sleep(1.0)
+            got = _call(base, key, "GET", path)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\nstopped following; rguide pilot --study {args.study} --out {args.out} follows it again")
+        return 130
+    bar.n = bar.total
+    bar.close()
+    if got["status"] != "succeeded":
+        raise CLIError(f"the pilot job {got['job_id']} {got['status']}: {got.get('error') or 'no error recorded'}")
+    results = _call(base, key, "GET", f"/v1/surveys/{args.study}/machine-results")
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "machine-results.json").write_text(json.dumps(results, indent=1) + "\n")
+    for name, suffix in (("machine-votes.csv", "machine-votes?format=csv"), ("machine-report.html", "machine-report")):
+        req = urllib.request.Request(f"{base}/v1/surveys/{args.study}/{suffix}",
+                                     headers={"Authorization": f"Bearer {key}"})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as resp:
+                (out / name).write_bytes(resp.read())
+        except urllib.error.URLError as exc:
+            raise CLIError(f"GET {suffix}: {exc}") from None
+    from app.survey.report import machine_lines
+
+    print(results["note"])
+    for line in machine_lines(results):
+        print("  " + line)
+    print(f"wrote {out}/machine-results.json, machine-votes.csv, machine-report.html")
+    return 0
+
+
 def run_pilot(args: argparse.Namespace) -> int:
+    if args.study:
+        return run_study_pilot(args)
     from model_core.errors import SettingError
     from model_core.evaluation.judge import JudgeSettings
     from model_core.evaluation.pilot import PilotSettings, run_pilot as core_pilot
@@ -166,35 +258,30 @@ def _default_preset() -> str:
     return get_preset(None).name
 
 
+def _plan_raters(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CLIError(f"--plan-raters {text!r}: write comma-separated integers") from None
+
+
 def write_outputs(result: dict, out: Path, *, plan_raters: str, seed: int, progress: bool) -> None:
     """Votes CSV, statistics JSON, power plan and the HTML report, from the pilot's plain data."""
-    from app.stats import power as pw
+    from app.stats import machine
     from app.stats.export import stats_json, write_atomic, write_votes_csv
     from app.stats.report import render_report
-    from app.stats.summary import compute_all, jsonable
-    from app.stats.tables import pair_counts
+    from app.stats.summary import jsonable
     from model_core.images import save_png
 
     a, b = result["methods"]
     votes = votes_from_pilot(result)
     write_votes_csv(out / "votes.csv", votes)
-    stats = compute_all(votes, seed=seed, method_a=a, method_b=b)
-    stats["machine_pilot"] = {k: result[k] for k in ("preset", "scales", "steps", "sampler", "settings", "summary",
-                                                      "judge_weights", "code_version")}
+    got = machine.statistics(votes, method_a=a, method_b=b, seed=seed, plan_raters=_plan_raters(plan_raters),
+                             provenance={k: result[k] for k in ("preset", "scales", "steps", "sampler", "settings",
+                                                                "summary", "judge_weights", "code_version")})
+    stats = got["stats"]
     write_atomic(out / "stats.json", stats_json(stats))
-    pilot = pw.pilot_summary(pair_counts(votes, a, b))
-    try:
-        raters = [int(x) for x in plan_raters.split(",") if x.strip()]
-    except ValueError:
-        raise CLIError(f"--plan-raters {plan_raters!r}: write comma-separated integers") from None
-    share, icc, same = pilot.get("share_a_among_sides"), pilot.get("icc"), pilot.get("same_share") or 0.0
-    plan = None
-    if share is not None and icc is not None and share != 0.5:
-        try:
-            plan = pw.planning_table(share, icc, raters=raters, same_share=same)
-        except ValueError as exc:
-            plan = {"error": str(exc)}
-    write_atomic(out / "power.json", json.dumps(jsonable({"pilot": pilot, "plans": plan}), indent=1))
+    write_atomic(out / "power.json", json.dumps(jsonable(got["power"]), indent=1))
     images = {}
     img_dir = out / "images"
     for rec, ia, ib in zip(result["pairs"], result["images"][a], result["images"][b]):
@@ -208,37 +295,24 @@ def write_outputs(result: dict, out: Path, *, plan_raters: str, seed: int, progr
 
 def write_arms_outputs(result: dict, out: Path, *, plan_raters: str, seed: int) -> None:
     """A multi-arm pilot's votes, statistics (every arm pair and the ranking), plan and report."""
-    import math
-    from dataclasses import replace
-
-    from app.stats import power_arms as pa
-    from app.stats.arms import compute_arms, oriented_votes, rank_votes
+    from app.stats import machine
     from app.stats.arms_report import render_arms_report
     from app.stats.export import stats_json, write_atomic, write_votes_csv
     from app.stats.summary import jsonable
     from model_core.images import save_png
 
-    try:
-        raters = [int(x) for x in plan_raters.split(",") if x.strip()]
-    except ValueError:
-        raise CLIError(f"--plan-raters {plan_raters!r}: write comma-separated integers") from None
+    raters = _plan_raters(plan_raters)
     votes = votes_from_pilot(result)
     write_votes_csv(out / "votes.csv", votes)
     names = list(result["methods"])
-    stats = compute_arms(votes, seed=seed, arms=names)
-    stats["machine_pilot"] = {k: result[k] for k in ("preset", "arms", "design", "steps", "sampler", "settings",
-                                                      "summary", "judge_weights", "code_version")}
+    got = machine.statistics(votes, method_a=names[0], method_b=names[1], arms=names, design=result["design"],
+                             seed=seed, plan_raters=raters,
+                             provenance={k: result[k] for k in ("preset", "arms", "design", "steps", "sampler",
+                                                                "settings", "summary", "judge_weights",
+                                                                "code_version")})
+    stats = got["stats"]
     write_atomic(out / "stats.json", stats_json(stats))
-    order, kept, _ = oriented_votes(votes, names)
-    fit_items = rank_votes([replace(v, rater_id="all") for v in kept], order, n_boot=1000, seed=seed)
-    fit_report = rank_votes(kept, order, n_boot=1000, seed=seed)
-    m_pilot = len(kept) / max(len({v.pair_id for v in kept}), 1)
-    pilot = pa.pilot_design_effect(fit_items, fit_report, stats["ranking"]["exists"], m_pilot)
-    plans = None
-    if pilot["available"]:
-        plans = pa.plan_ranking(pilot["theta"], math.log(pilot["nu"]), width=0.25, design=result["design"],
-                                raters=raters, rho=pilot["rho"], report_factor=pilot["report_factor"])
-    write_atomic(out / "power.json", json.dumps(jsonable({"pilot": pilot, "width": 0.25, "plans": plans}), indent=1))
+    write_atomic(out / "power.json", json.dumps(jsonable(got["power"]), indent=1))
     img_dir = out / "images"
     for j, (label, item_seed) in enumerate(result["items"]):
         for name in names:

@@ -15,8 +15,13 @@ The constraints are the survey's guarantees, not just hygiene:
 * ``UNIQUE(study_id, external_id)`` on raters: a crowd-platform participant is
   one rater per study however often they come back.
 
-Migrations ``0002_survey``, ``0004_study_access`` and ``0005_study_conduct``
-create these tables; this module is what the code uses. Torch-free: the API imports it.
+Machine votes (the machine-rater pilot, docs/pilot.md) live in a table of
+their own, ``survey_machine_votes``, written only by machine-vote jobs
+(``survey_machine_jobs``); nothing that reads ``survey_votes`` reads it, so the
+human statistics, exports and reports cannot mix them in.
+
+Migrations ``0002_survey``, ``0004_study_access``, ``0005_study_conduct`` and
+``0010_machine_votes`` create these tables; this module is what the code uses. Torch-free: the API imports it.
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from model_core.designs import DESIGNS
 from worker.db import Base, UTCDateTime, utcnow
+from worker.models import JOB_STATUSES
 
 STUDY_STATUSES = ("generating", "open", "closed", "failed")
 # Where raters come from: decides the ids read from the link, the exit links and the framing policy.
@@ -56,6 +62,7 @@ _platforms = ", ".join(f"'{s}'" for s in PLATFORMS)
 _sources = ", ".join(f"'{s}'" for s in RATER_SOURCES)
 _check_kinds = ", ".join(f"'{s}'" for s in CHECK_KINDS)
 _designs = ", ".join(f"'{s}'" for s in DESIGNS)
+_job_statuses = ", ".join(f"'{s}'" for s in JOB_STATUSES)
 
 
 class Study(Base):
@@ -114,6 +121,9 @@ class Study(Base):
     # What the researcher changed after the manifest was frozen (caps raised, reopened, data
     # deleted on request): [{"at": ..., "action": ..., ...}]. The report lists them.
     amendments: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
+    # The machine-rater pilot asked for at creation ({raters, noise, same_margin, realism_weight, k, seed}):
+    # queued as a machine-vote job when the study opens. NULL: none asked for (one can still be run later).
+    machine_pilot: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     # Signs this study's rater cookies and CSRF tokens; never leaves the server.
     secret: Mapped[str] = mapped_column(String(64), nullable=False)
 
@@ -318,6 +328,84 @@ class SurveyVote(Base):
     def response_ms(self) -> float:
         """The browser's measurement when there is one (no network time in it), else the server's."""
         return self.client_ms if self.client_ms is not None else self.server_ms
+
+
+class MachineVoteJob(Base):
+    """One run of the machine judge over a study's pairs (``worker.machine_vote_runner``).
+
+    Its life (queued, running under a lease, finished; progress; the reaper's re-sends) is a generation
+    job's, kept by ``worker.jobs`` with ``model=MachineVoteJob``: the state columns carry the same names.
+    ``settings`` are the judge's (``model_core.evaluation.judge.JudgeSettings``), complete;
+    ``settings_sha256`` identifies them, so a repeated request finds the run it repeats.
+    """
+
+    __tablename__ = "survey_machine_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("survey_studies.id", ondelete="CASCADE"), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    settings_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+
+    progress_step: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    owner_key_id: Mapped[str | None] = mapped_column(String(32))
+    # Per arm: label accuracy, share inside the real manifold, mean utility; the judge's file and sha256.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_job_statuses})", name="status"),
+        CheckConstraint("progress_step >= 0 AND progress_total >= 0", name="progress"),
+        CheckConstraint("attempts >= 0", name="attempts"),
+        Index("ix_survey_machine_jobs_study", "study_id", "created_at"),
+        Index("ix_survey_machine_jobs_status", "status", "created_at"),
+    )
+
+
+class MachineVote(Base):
+    """One simulated machine rater's answer about one real pair: never a human vote, never in their statistics.
+
+    ``side``/``choice``/``a_side`` read as a human vote's (``choice`` names the pair's arm A or B, or
+    "same"); ``u_a`` and ``u_b`` are the judge's utilities of A's and B's image. The id is derived from
+    (pair, rater), so a re-run of the job writes the same rows and ``UNIQUE(pair_id, rater)`` keeps one.
+    """
+
+    __tablename__ = "survey_machine_votes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    study_id: Mapped[str] = mapped_column(ForeignKey("survey_studies.id", ondelete="CASCADE"), nullable=False)
+    pair_id: Mapped[str] = mapped_column(ForeignKey("survey_pairs.id", ondelete="CASCADE"), nullable=False)
+    job_id: Mapped[str] = mapped_column(ForeignKey("survey_machine_jobs.id", ondelete="CASCADE"), nullable=False)
+    rater: Mapped[str] = mapped_column(String(32), nullable=False)   # machine-01, machine-02, ...
+    side: Mapped[str] = mapped_column(String(5), nullable=False)     # the side "clicked": left, right, same
+    choice: Mapped[str] = mapped_column(String(64), nullable=False)  # the arm chosen, or "same"
+    a_side: Mapped[str] = mapped_column(String(5), nullable=False)   # where A's image was "shown"
+    u_a: Mapped[float] = mapped_column(Float, nullable=False)
+    u_b: Mapped[float] = mapped_column(Float, nullable=False)
+    judge: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)   # the judge settings
+    judge_sha256: Mapped[str] = mapped_column(String(64), nullable=False)  # of the judge network's weights
+    code_version: Mapped[str] = mapped_column(String(100), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("pair_id", "rater"),
+        CheckConstraint("side IN ('left', 'right', 'same')", name="side"),
+        CheckConstraint("a_side IN ('left', 'right')", name="a_side"),
+        CheckConstraint("rater LIKE 'machine-%'", name="rater"),
+        Index("ix_survey_machine_votes_study", "study_id"),
+    )
 
 
 class StudyGrant(Base):

@@ -14,8 +14,8 @@ import threading
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from worker.celery_app import (ANALYSIS_TASK_NAME, CLASSIFICATION_TASK_NAME, EVALUATION_TASK_NAME, TASK_NAME,
-                               make_celery)
+from worker.celery_app import (ANALYSIS_TASK_NAME, CLASSIFICATION_TASK_NAME, EVALUATION_TASK_NAME,
+                               MACHINE_VOTES_TASK_NAME, TASK_NAME, make_celery)
 from worker.config import Settings, WorkerProcess
 
 log = logging.getLogger("rguide.worker")
@@ -54,6 +54,14 @@ def classify(job_id: str) -> str:
     from worker.classification_runner import run_classification_job
 
     return run_classification_job(settings, str(job_id))
+
+
+@app.task(name=MACHINE_VOTES_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def machine_votes(job_id: str) -> str:
+    """Run machine-vote job ``job_id``: the machine judge answers a study's pairs (docs/pilot.md)."""
+    from worker.machine_vote_runner import run_machine_vote_job
+
+    return run_machine_vote_job(settings, str(job_id))
 
 
 # -- worker presence and preloading -------------------------------------------------------

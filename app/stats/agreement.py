@@ -81,3 +81,51 @@ def agreement(a: np.ndarray, b: np.ndarray, same: np.ndarray) -> dict:
         "note": "alpha: Krippendorff, nominal, via the krippendorff package; AC1: Gwet, many raters with "
                 "missing ratings. '_sides' variants ignore 'same' answers.",
     }
+
+
+def majority(counts) -> int | None:
+    """Index of the answer most raters of one pair gave; None for a tie at the top or no answers."""
+    counts = np.asarray(counts)
+    if counts.sum() == 0:
+        return None
+    top = np.flatnonzero(counts == counts.max())
+    return int(top[0]) if len(top) == 1 else None
+
+
+def between_sources(first: dict, second: dict) -> dict:
+    """Agreement of two sources of answers (human and machine raters) about the same pairs.
+
+    ``first`` and ``second`` map a pair id to its answer counts (A, B, same) from that source. Each
+    source's per-pair majority answer is one rating of the pair (a pair whose top answers tie has no
+    majority and is left out); the coefficients then treat the two sources as two raters:
+    ``majority_agreement`` is the share of pairs whose majorities match, with Gwet's AC1 and
+    Krippendorff's alpha over the same pairs-by-answers table. ``share_difference`` is the mean
+    absolute difference of A's share among side answers, over pairs where both sources gave one.
+    """
+    common = sorted(set(first) & set(second), key=str)
+    table, matches, diffs = [], 0, []
+    no_majority = 0
+    for pid in common:
+        f, s = np.asarray(first[pid], dtype=float), np.asarray(second[pid], dtype=float)
+        if f[:2].sum() and s[:2].sum():
+            diffs.append(abs(f[0] / f[:2].sum() - s[0] / s[:2].sum()))
+        mf, ms = majority(f), majority(s)
+        if mf is None or ms is None:
+            no_majority += 1
+            continue
+        row = np.zeros(3)
+        row[mf] += 1
+        row[ms] += 1
+        table.append(row)
+        matches += mf == ms
+    n = len(table)
+    counts = np.array(table).reshape(-1, 3)
+    ac1 = gwet_ac1(counts, n_categories=3) if n else {"ac1": None}
+    return {
+        "pairs_in_both": len(common), "pairs_compared": n, "pairs_without_majority": no_majority,
+        "majority_agreement": matches / n if n else None,
+        "gwet_ac1": ac1["ac1"], "krippendorff_alpha": krippendorff_alpha(counts) if n else None,
+        "share_difference": float(np.mean(diffs)) if diffs else None,
+        "note": "each source's per-pair majority answer (A, B or same) is one rating; pairs whose top answers "
+                "tie are left out",
+    }

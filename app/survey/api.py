@@ -22,7 +22,8 @@ from app.errors import excerpt, problem_responses
 from app.keys import ApiKey
 from app.survey import access, export, quality, studies
 from app.survey.researcher_auth import researcher
-from app.survey.schemas import RaterExclusion, StudyCreate, StudyList, StudyOut, StudyUpdate
+from app.survey.schemas import (MachinePilotSpec, MachineVotesOut, RaterExclusion, StudyCreate, StudyList, StudyOut,
+                                StudyUpdate)
 from app.survey.web import REPORT_HEADERS
 from app.validation import RequestInvalid
 from worker import jobs
@@ -77,8 +78,22 @@ def get_survey(study_id: str, request: Request,
                preferences: Annotated[bool, Query(description="per-pair preference counts while the study "
                                                               "collects (hidden by default)")] = False,
                key: ApiKey = Depends(researcher), session: Session = Depends(get_db)) -> dict:
-    return studies.summary(session, _study(session, study_id, key), base_url=_base_url(request), with_pairs=True,
-                           preferences=preferences)
+    study = _study(session, study_id, key)
+    _send_machine_jobs(request, session, study)
+    return studies.summary(session, study, base_url=_base_url(request), with_pairs=True, preferences=preferences)
+
+
+def _send_machine_jobs(request: Request, session: Session, study: Study) -> None:
+    # A pilot asked for at creation is queued by the study's opening, which has no broker at hand;
+    # the reaper sends it too, this only saves its interval.
+    from app.survey import machine
+    from worker.celery_app import MACHINE_VOTES_TASK_NAME
+    from worker.survey_models import MachineVoteJob
+
+    waiting = machine.unsent(session, study)
+    if waiting:
+        sent = request.app.state.enqueuer.send(waiting, MACHINE_VOTES_TASK_NAME)
+        jobs.mark_enqueued(session, sent, model=MachineVoteJob)
 
 
 @router.patch("/{study_id}", response_model=StudyOut, summary="Raise a study's caps or change its time-out",
@@ -285,3 +300,101 @@ def table2(study_id: str, format: Literal["csv", "latex"] = "csv", key: ApiKey =
             "Content-Disposition": f'attachment; filename="survey-{study.id}-table2.tex"'})
     return PlainTextResponse(table2_csv(stats), media_type="text/csv", headers={
         "Content-Disposition": f'attachment; filename="survey-{study.id}-table2.csv"'})
+
+
+# -- the machine-rater pilot (docs/pilot.md): its own votes, never part of the human statistics -----------------
+
+@router.post("/{study_id}/machine-votes", response_model=MachineVotesOut, status_code=202,
+             summary="Run the machine-rater pilot on the study's pairs",
+             description="A judge network (the digit presets' feature CNN) scores both images of every real pair "
+                         "and simulated machine raters answer around its preference. The votes are stored apart "
+                         "from human votes (`survey_machine_votes`) and never enter the human statistics. "
+                         "Idempotent: a repeat with the same settings returns the same job and stores no "
+                         "second vote. 409 when the preset has no judge, the study is not open yet, or machine "
+                         "votes of other settings exist (DELETE them first).",
+             responses=problem_responses(401, 404, 409))
+def run_machine_votes(study_id: str, request: Request, response: Response, body: MachinePilotSpec | None = None,
+                      key: ApiKey = Depends(require_api_key), session: Session = Depends(get_db)) -> dict:
+    from app.survey import machine
+    from worker.celery_app import MACHINE_VOTES_TASK_NAME
+    from worker.survey_models import MachineVoteJob
+
+    study = _study(session, study_id, key)
+    settings = (body or MachinePilotSpec()).model_dump()
+    try:
+        job, created = machine.request(session, study, settings, key.id)
+    except machine.PilotRefused as exc:
+        raise HTTPException(409, str(exc)) from None
+    if created or (job.status == "queued" and job.enqueued_at is None):
+        sent = request.app.state.enqueuer.send([job.id], MACHINE_VOTES_TASK_NAME)
+        jobs.mark_enqueued(session, sent, model=MachineVoteJob)
+    if not created:
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/surveys/{study.id}/machine-votes"
+    return machine.status(session, study)
+
+
+@router.get("/{study_id}/machine-votes", summary="The machine-rater pilot's status, or its votes as CSV",
+            description="`format=json` (default): the latest pilot job, its progress and the number of machine votes. "
+                        "`format=csv`: one row per machine vote (pair, rater `machine-NN`, side, choice, A's side, "
+                        "the judge's utilities, settings, weights sha256, code version): a file of its own, "
+                        "apart from the human votes' export.",
+            responses={200: {"content": {"application/json": {}, "text/csv": {}}}, **problem_responses(401, 404)})
+def machine_votes_status(study_id: str, request: Request, format: Literal["json", "csv"] = "json",
+                         key: ApiKey = Depends(researcher), session: Session = Depends(get_db)) -> Response:
+    from app.survey import machine
+
+    study = _study(session, study_id, key)
+    _send_machine_jobs(request, session, study)
+    if format == "csv":
+        return PlainTextResponse(machine.votes_csv(session, study), media_type="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="survey-{study.id}-machine-votes.csv"'})
+    return JSONResponse(jsonable_encoder(MachineVotesOut(**machine.status(session, study))))
+
+
+@router.delete("/{study_id}/machine-votes", status_code=204, summary="Delete the study's machine votes and pilot jobs",
+               description="To run the pilot again with other settings. A running pilot is asked to stop.",
+               responses=problem_responses(401, 404))
+def delete_machine_votes(study_id: str, key: ApiKey = Depends(require_api_key),
+                         session: Session = Depends(get_db)) -> Response:
+    from worker import machine_votes
+
+    study = _study(session, study_id, key)
+    machine_votes.delete_all(session, study.id)
+    return Response(status_code=204)
+
+
+def _machine_results(session: Session, study: Study, n_boot: int, seed: int) -> dict:
+    from app.stats.summary import jsonable
+    from app.survey import machine
+
+    try:
+        return jsonable(machine.results(session, study, n_boot=n_boot, seed=seed))
+    except ValueError as exc:
+        raise HTTPException(409, f"no machine statistics for study {study.id}: {exc}") from None
+
+
+@router.get("/{study_id}/machine-results",
+            summary="The machine votes' statistics, power plan and agreement with people",
+            description="The survey's statistics (threshold table, sign tests; every arm pair and the ranking for "
+                        "more than two arms) and the power planner, computed on the machine votes alone and "
+                        "labelled a proxy, with `agreement_with_humans` (per-pair majority agreement, Gwet's AC1, "
+                        "Krippendorff's alpha) once the study also has human votes.",
+            responses=problem_responses(401, 404, 409))
+def machine_results(study_id: str, n_boot: NBoot = 2000, seed: Seed = 0, key: ApiKey = Depends(researcher),
+                    session: Session = Depends(get_db)) -> JSONResponse:
+    study = _study(session, study_id, key)
+    return JSONResponse(_machine_results(session, study, n_boot, seed))
+
+
+@router.get("/{study_id}/machine-report", response_class=HTMLResponse,
+            summary="The machine votes' statistics as an HTML report, marked a proxy",
+            responses=problem_responses(401, 404, 409))
+def machine_report(study_id: str, n_boot: NBoot = 2000, seed: Seed = 0, key: ApiKey = Depends(researcher),
+                   session: Session = Depends(get_db)) -> HTMLResponse:
+    from app.survey.report import machine_report_html
+
+    study = _study(session, study_id, key)
+    got = _machine_results(session, study, n_boot, seed)
+    return HTMLResponse(machine_report_html(study, got), headers={
+        **REPORT_HEADERS, "Content-Disposition": f'inline; filename="survey-{study.id}-machine-report.html"'})

@@ -166,4 +166,87 @@ def study_header(session: Session, study: Study, stats: dict) -> dict:
     methods = methods_paragraph(study, stats, tally, description) if study.arms is None else None
     return {"facts": facts, "counts": rows, "methods": methods,
             "amendments": [_amendment(m) for m in (study.amendments or [])], "provisional": provisional,
-            "exits": exits.all_exits(study)}
+            "exits": exits.all_exits(study), "machine": machine_section(session, study)}
+
+
+def machine_lines(got: dict) -> list[str]:
+    """The machine pilot's results (``app.survey.machine.results``) in a few sentences for pages and reports."""
+    s, power = got["stats"], got["power"]
+    lines = [f"{s['n_answers']} machine answers on {s['n_pairs']} pairs from {s['n_raters']} simulated raters."]
+    for entry in (s.get("arm_pairs") or [s]):
+        a, b = (entry["arms"] if "arms" in entry and isinstance(entry["arms"], list) and len(entry["arms"]) == 2
+                else (entry["methods"]["a"], entry["methods"]["b"]))
+        pr = entry["primary"]
+        shares = entry.get("answer_shares") or {}
+        lines.append(f"{a} vs {b}: sign test over pairs {pr['n_a']} : {pr['n_b']} (no preference {pr['n_none']}), "
+                     f"p = {_p(pr['p'])}; answers {a} {_pct(shares.get(a))}, {b} {_pct(shares.get(b))}, "
+                     f"same {_pct(shares.get('same'))}.")
+    plans = power.get("plans")
+    pilot = power.get("pilot") or {}
+    if isinstance(plans, list) and plans:
+        if "pairs_pair_level" in plans[0]:
+            row = next((r for r in plans if r.get("pairs_pair_level")), None)
+            if row:
+                lines.append(f"Power planner (ICC {_num(pilot.get('icc'))}, A's share of side answers "
+                             f"{_pct(pilot.get('share_a_among_sides'))}): {row['pairs_pair_level']} pairs with "
+                             f"{row['raters_per_pair']} raters each for 80% power at the pair level.")
+        else:
+            row = next((r for r in plans if r.get("n_items")), None)
+            if row:
+                lines.append(f"Power planner (ranking, half-width {power.get('width')} per arm): {row['n_items']} "
+                             f"items with {row['raters_per_pair']} raters per pair.")
+    else:
+        lines.append("Power planner: no plan (the machine votes show no preference to detect, or their ICC is "
+                     "undefined).")
+    ag = got.get("agreement_with_humans")
+    if ag:
+        lines.append(f"Agreement with the human answers on {ag['pairs_compared']} pairs (per-pair majorities): "
+                     f"{_pct(ag['majority_agreement'])} agree, Gwet's AC1 {_num(ag['gwet_ac1'])}, Krippendorff's "
+                     f"alpha {_num(ag['krippendorff_alpha'])}; mean |difference| of A's share "
+                     f"{_num(ag['share_difference'])}.")
+    return lines
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def machine_section(session: Session, study: Study) -> dict | None:
+    """The report's "machine raters: a proxy" section, when the study has machine votes; else None."""
+    from app.survey import machine
+
+    try:
+        # Shown on a page that refreshes every 10 s: no answer bootstrap, and a short one for the ranking's plan
+        # (the full numbers are at .../machine-results and .../machine-report).
+        got = machine.results(session, study, n_boot=0, seed=0, n_boot_plan=200)
+    except ValueError:
+        return None
+    return {"note": got["note"], "limits": got["limits"], "lines": machine_lines(got),
+            "link": f"/v1/surveys/{study.id}/machine-report"}
+
+
+def machine_report_html(study: Study, got: dict) -> str:
+    """The machine votes' statistics as the survey's report, headed by what they are and are not."""
+    prov = got["stats"].get("machine_pilot") or {}
+    judge = prov.get("judge_weights") or {}
+    facts = [("Study", study.id), ("Preset", study.preset),
+             ("Judge settings", ", ".join(f"{k} {v}" for k, v in (prov.get("settings") or {}).items())),
+             ("Judge network", f"{judge.get('path', '–')} (sha256 {judge.get('sha256', '–')})"),
+             ("Code version", prov.get("code_version") or "–"), ("Report made", _day(utcnow()))]
+    counts = [("Machine raters per pair", (prov.get("settings") or {}).get("raters", "–"), "simulated, not people"),
+              ("Pairs judged", got["stats"]["n_pairs"], "the study's real pairs, its own images")]
+    header = {"facts": facts, "counts": counts, "methods": " ".join(got["limits"]), "amendments": [],
+              "provisional": None, "exits": {},
+              "machine": {"note": got["note"], "limits": got["limits"], "lines": machine_lines(got), "link": None}}
+    title = f"Machine raters (a proxy): {study.title}"
+    if study.arms is not None:
+        from app.stats.arms_report import render_arms_report
+
+        return render_arms_report(got["stats"], title=title, study=header)
+    from app.stats.report import render_report
+
+    return render_report(got["stats"], title=title, study=header)

@@ -128,13 +128,52 @@ def survey_page(study_id: str, request: Request, preferences: bool = False,
     _, study = found
     info = studies.summary(session, study, base_url=str(request.base_url), with_pairs=True, preferences=preferences)
     live = study.status in ("generating", "open")
+    pilot = _machine_context(session, study)
     rater_url = info["links"]["rater_url"]
     return render(request, "survey/researcher_study.html", {
         "title": study.title, "s": info, "live": live, "csrf": _csrf(request),
         "show_preferences": preferences or study.status == "closed",
         "prolific_url": rater_url + "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}",
-        "mturk_url": rater_url, "outcomes": exits.OUTCOMES},
+        "mturk_url": rater_url, "outcomes": exits.OUTCOMES, "machine": pilot},
         headers={"Refresh": "10"} if live else None)
+
+
+def _machine_context(session: Session, study) -> dict:
+    """The page's "machine raters: a proxy" section: the pilot's status and, once it has votes, its numbers."""
+    from app.survey import machine
+    from app.survey.report import machine_section
+
+    status = machine.status(session, study)
+    section = machine_section(session, study) if status["votes"] else None
+    return {"status": status, "available": machine.has_judge(study),
+            "lines": section["lines"] if section else None, "limits": section["limits"] if section else None}
+
+
+@router.post("/surveys/{study_id}/machine-votes")
+def survey_machine_votes(study_id: str, request: Request, csrf: Annotated[str | None, Form()] = None,
+                         session: Session = Depends(get_db)) -> Response:
+    from app.survey import machine
+    from app.survey.schemas import MachinePilotSpec
+    from worker import jobs
+    from worker.celery_app import MACHINE_VOTES_TASK_NAME
+    from worker.survey_models import MachineVoteJob
+
+    found = _signed_in(request, session, study_id)
+    if isinstance(found, Response):
+        return found
+    refused = _csrf_refused(request, csrf, study_id)
+    if refused:
+        return refused
+    key, study = found
+    back = f"/researcher/surveys/{study_id}"
+    try:
+        job, created = machine.request(session, study, MachinePilotSpec().model_dump(), key.id)
+    except machine.PilotRefused as exc:
+        return message(request, "Not started", str(exc), 409, link=back, link_text="Back to the study")
+    if created:
+        sent = request.app.state.enqueuer.send([job.id], MACHINE_VOTES_TASK_NAME)
+        jobs.mark_enqueued(session, sent, model=MachineVoteJob)
+    return RedirectResponse(back, status_code=303)
 
 
 @router.get("/surveys/{study_id}/close")

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -83,6 +84,32 @@ class ArmSpec(BaseModel):
                                                    "('unguided' for 'none')")
     steps: StepsSpec | None = Field(None, description="this arm's respacing; default the study's")
     sampler: SamplerName | None = Field(None, description="this arm's sampler; default the study's")
+
+
+Weight = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
+
+
+def _whole(value):
+    # JSON has one number type: 5.0 is the integer 5 to a JSON Schema validator (and to a client), so it is
+    # accepted as one; "5", 5.5 and true stay errors.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def whole(ge: int, le: int):
+    """An integer field in [ge, le] that also takes 5.0 for 5 (the bounds first, so the schema says minimum/maximum)."""
+    return Annotated[StrictInt, Field(ge=ge, le=le), BeforeValidator(_whole)]
+
+
+class MachinePilotSpec(BaseModel):
+    """The machine-rater pilot (docs/pilot.md): the judge answers every real pair, simulated raters around it."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    raters: whole(1, 100) = Field(5, description="simulated machine raters per pair")
+    noise: Weight = Field(1.0, description="scale of each simulated rater's logistic noise on u_A - u_B")
+    same_margin: Weight = Field(0.5, description="|u_A - u_B| below this is answered 'same'")
+    realism_weight: Weight = Field(1.0, description="weight of log realism against log p(y|x) in the utility")
+    k: whole(1, 50) = Field(3, description="neighbours of the realism score")
+    seed: whole(0, 2**31 - 1) = Field(0, description="seeds the simulated raters")
 
 
 class StudyCreate(BaseModel):
@@ -170,6 +197,10 @@ class StudyCreate(BaseModel):
     exclude_flags: list[FlagName] = Field(
         [], description="flags that also exclude a rater from the statistics when they finish (default: none; "
                         "failed attention checks always exclude)")
+    machine_pilot: MachinePilotSpec | None = Field(
+        None, description="run the machine-rater pilot on the study's pairs once it opens: a judge network answers "
+                          "every pair as simulated raters, stored apart from human votes (GET .../machine-votes); "
+                          "only presets with a judge network (the digit presets)")
 
     @model_validator(mode="after")
     def _one_completion(self):
@@ -258,6 +289,10 @@ class StudyLinks(BaseModel):
     raters_json: str
     close: str
     reopen: str
+    machine_votes: str
+    machine_votes_csv: str
+    machine_results: str
+    machine_report: str
 
 
 class StudyOut(BaseModel):
@@ -298,6 +333,7 @@ class StudyOut(BaseModel):
     flag_fast_share: float
     flag_min_answers: int
     exclude_flags: list[str]
+    machine_pilot: dict | None = Field(None, description="the machine-rater pilot asked for at creation")
     code_version: str
     generation: GenerationProgress
     raters: int = Field(description="raters who consented (recruited)")
@@ -319,6 +355,22 @@ class StudyOut(BaseModel):
     pairs: list[PairStatus] | None = Field(None, description="per-pair counts (GET of one study only)")
     arm_pairs: list[ArmPairStatus] | None = Field(None, description="a multi-arm study's counts per arm pair (GET of "
                                                                     "one study only)")
+
+
+class MachineVotesOut(BaseModel):
+    """A study's machine-rater pilot: its latest job and how many machine votes are stored."""
+    study_id: str
+    job_id: str | None
+    status: Literal["none", "queued", "running", "succeeded", "failed", "canceled"]
+    progress: float = Field(ge=0, le=1)
+    progress_step: int
+    progress_total: int
+    error: str | None
+    settings: dict | None
+    votes: int = Field(description="machine votes stored (real pairs x machine raters when done)")
+    result: dict | None = Field(None, description="per arm: label accuracy, share inside the real manifold, mean "
+                                                  "utility; the judge's file and sha256, real data, code version")
+    note: str = Field(description="what these votes are: a proxy, never part of the human statistics")
 
 
 class StudyList(BaseModel):

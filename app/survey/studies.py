@@ -122,6 +122,10 @@ def plan_study(body, settings: Settings) -> Plan:
     else:
         label_source = "random"
         labels = draw_labels(preset.num_classes, body.num_pairs or 200, seed)
+    if body.machine_pilot is not None and preset.judge_network() is None:
+        errors.append(http_error(("machine_pilot",), f"preset {preset.name!r} has no judge network for the "
+                                 "machine-rater pilot (the digit presets demo and demo-uncond have one); for another "
+                                 "preset run `rguide pilot --preset NAME --judge PATH` offline", None))
     if errors:
         raise RequestInvalid(errors)
     # Attention checks get images of their own (labels drawn apart, seeds after the real pairs'):
@@ -215,7 +219,8 @@ def create_study(session: Session, body, settings: Settings, owner_key_id: str |
         assignment_timeout_seconds=body.assignment_timeout_seconds, check_kind=body.attention_check_kind,
         flag_same_share=body.flag_same_share, flag_fast_share=body.flag_fast_share,
         flag_min_answers=body.flag_min_answers, exclude_flags=list(body.exclude_flags), amendments=[],
-        secret=_new_secret(), code_version=code_version()[:100], job_ids=job_ids)
+        secret=_new_secret(), code_version=code_version()[:100], job_ids=job_ids,
+        machine_pilot=body.machine_pilot.model_dump() if body.machine_pilot is not None else None)
     session.add(study)
     names = plan.preset.class_names
     if plan.arm_plan is not None:
@@ -361,6 +366,12 @@ def _open(session: Session, study: Study) -> None:
     if res.rowcount != 1:  # another reader opened it first; its manifest stands
         session.rollback()
         return
+    if study.machine_pilot is not None:
+        # In the opening transaction: whoever opens the study queues its pilot, exactly once. The reaper
+        # (or the next GET of the study) sends it to a worker.
+        from worker import machine_votes
+
+        session.add(machine_votes.new_job(study, study.machine_pilot, study.owner_key_id))
     session.commit()
 
 
@@ -570,7 +581,9 @@ def links(study: Study, base_url: str = "") -> dict:
             "votes_csv": f"{api}/votes?format=csv", "votes_json": f"{api}/votes?format=json",
             "results": f"{api}/results", "report": f"{api}/report", "table2_csv": f"{api}/table2?format=csv",
             "table2_latex": f"{api}/table2?format=latex", "raters_csv": f"{api}/raters?format=csv",
-            "raters_json": f"{api}/raters?format=json", "close": f"{api}/close", "reopen": f"{api}/reopen"}
+            "raters_json": f"{api}/raters?format=json", "close": f"{api}/close", "reopen": f"{api}/reopen",
+            "machine_votes": f"{api}/machine-votes", "machine_votes_csv": f"{api}/machine-votes?format=csv",
+            "machine_results": f"{api}/machine-results", "machine_report": f"{api}/machine-report"}
 
 
 def failed_attention_raters(session: Session, study: Study) -> set[str]:
@@ -622,7 +635,7 @@ def summary(session: Session, study: Study, *, base_url: str = "", with_pairs: b
         "attention_check_kind": study.check_kind, "assignment_timeout_seconds": study.assignment_timeout_seconds,
         "flag_same_share": study.flag_same_share, "flag_fast_share": study.flag_fast_share,
         "flag_min_answers": study.flag_min_answers, "exclude_flags": list(study.exclude_flags or []),
-        "code_version": study.code_version,
+        "machine_pilot": study.machine_pilot, "code_version": study.code_version,
         "generation": generation_progress(session, study), "raters": tally["recruited"],
         "raters_completed": tally["completed"], "raters_excluded": tally["excluded"],
         "raters_flagged": tally["flagged"], "answers": usable, "answers_all": answers_all,

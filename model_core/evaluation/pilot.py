@@ -67,6 +67,29 @@ def _judge_network(preset, settings: PilotSettings):
         raise SettingError("judge_weights", f"{{judge_weights}}: {exc}") from None
 
 
+def load_judge(preset_name: str, judge: JudgeSettings, *, judge_weights: str | None = None,
+               real_data: str | None = None):
+    """(the :class:`MachineJudge` of a preset, its provenance): the network's file and sha256, the real data.
+
+    Raises ``SettingError`` naming ``judge_weights`` when the preset has no bundled judge and none is given.
+    """
+    from model_core.data import heldout_data, load_dataset
+    from model_core.evaluation.judge import MachineJudge
+    from model_core.files import sha256_file
+    from model_core.presets import get_preset
+
+    preset = get_preset(preset_name)
+    judge.validate()
+    net, path = _judge_network(preset, PilotSettings(preset=preset.name, judge=judge, judge_weights=judge_weights))
+    real_spec, real_split = heldout_data(preset, real_data)
+    real = load_dataset(real_spec, split=real_split, image_size=preset.image_size, channels=preset.in_channels,
+                        setting="real_data")
+    machine = MachineJudge(net, real.images, k=judge.k, realism_weight=judge.realism_weight)
+    info = {"judge_weights": {"path": path, "sha256": sha256_file(path)},
+            "real_data": {"spec": real_spec, "split": real_split, "n": len(real)}}
+    return machine, info
+
+
 def run_pilot(settings: PilotSettings, out: str | Path, *, device: str | None = None,
               progress: bool = True) -> dict[str, Any]:
     """Sample, judge and simulate; returns the pilot as plain data (also written to ``OUT/pilot.json``)."""
