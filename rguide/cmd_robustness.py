@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from model_core.errors import message
-from model_core.robustness.threats import ATTACKS, DEFAULT_ATTACKS, DEFENCES, SANITY_EPS, SETTINGS
+from model_core.robustness.threats import ATTACKS, DEFAULT_ATTACKS, DEFENCES, GRADIENTS, SANITY_EPS, SETTINGS
 from rguide.cli import CLIError
 
 FLAGS = {"attacks": "--attacks", "schedule": "--schedule", "preset": "--preset", "n": "--n",
@@ -95,7 +95,7 @@ def run_robustness(args: argparse.Namespace) -> int:
     from model_core.diffusion_classifier.schedule import parse_schedule
     from model_core.errors import SettingError
     from model_core.presets import get_preset
-    from model_core.robustness.report import GRADIENTS, ReportConfig, run_report, to_markdown, write_report
+    from model_core.robustness.report import ReportConfig, run_report, to_markdown, write_report
     from model_core.robustness.threats import parse_attacks
 
     _threads(args)

@@ -15,6 +15,7 @@ TASK_NAME = "rguide.generate"
 ANALYSIS_TASK_NAME = "rguide.analyze"
 EVALUATION_TASK_NAME = "rguide.evaluate_shard"
 CLASSIFICATION_TASK_NAME = "rguide.classify"
+ROBUSTNESS_TASK_NAME = "rguide.robustness_report"
 log = logging.getLogger("rguide.enqueue")
 
 
@@ -41,7 +42,8 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=settings.queue,
         task_routes={TASK_NAME: {"queue": settings.queue}, ANALYSIS_TASK_NAME: {"queue": settings.queue},
                      EVALUATION_TASK_NAME: {"queue": settings.queue},
-                     CLASSIFICATION_TASK_NAME: {"queue": settings.queue}},
+                     CLASSIFICATION_TASK_NAME: {"queue": settings.queue},
+                     ROBUSTNESS_TASK_NAME: {"queue": settings.queue}},
         # A task is acknowledged when it finishes, not when it starts: if the
         # worker dies, the broker still has it. One task reserved at a time,
         # so a busy worker never sits on jobs another worker could run.

@@ -32,8 +32,8 @@ from typing import Any, Callable
 
 import torch
 
-from model_core.robustness.threats import (ATTACKS, DEFAULT_ATTACKS, DEFENCES, NORM_LABELS, SANITY_EPS, SETTINGS,
-                                           AttackSpec, model_eps, one_step_of)
+from model_core.robustness.threats import (ATTACKS, DEFAULT_ATTACKS, DEFENCES, GRADIENTS, NORM_LABELS, SANITY_EPS,
+                                           SETTINGS, AttackSpec, model_eps, one_step_of)
 
 SCHEMA = "rguide.robustness/1"
 Progress = Callable[[str, int, int], None]   # (phase, done, total)
@@ -86,8 +86,6 @@ class ReportConfig:
     def sweep(self, norm: str) -> tuple[float, ...]:
         return tuple(self.sanity_eps if norm == "linf" else self.sanity_eps_l2)
 
-
-GRADIENTS = ("fixed", "eot")
 
 
 def binomial_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:

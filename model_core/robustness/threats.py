@@ -21,6 +21,9 @@ DEFENCE_SUMMARIES = {
     "diffusion": "the preset's class-conditional diffusion model as a classifier (Monte-Carlo denoising errors)",
 }
 SETTINGS = ("transfer", "whitebox")
+# The diffusion classifier's white-box gradient estimators: "fixed" (the first draws of the prediction's own
+# (timestep, noise) list, the same at every pass) and "eot" (fresh draws at every pass, several passes averaged).
+GRADIENTS = ("fixed", "eot")
 
 
 @dataclass(frozen=True)
