@@ -55,6 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--no-progress", action="store_true")
+    w = p.add_argument_group("on the workers")
+    w.add_argument("--on-workers", metavar="URL", default=None,
+                   help="run the report on the service's workers (POST /v1/robustness-reports) and follow it")
+    w.add_argument("--api-key", default=None, help="researcher key for --on-workers (default: $RGUIDE_API_KEY)")
+    w.add_argument("--follow", metavar="ID", default=None, help="follow a report already submitted")
     p.set_defaults(func=run_robustness)
 
     p = sub.add_parser("classify", help="classify PNG images with a preset's diffusion model or classifiers",
@@ -98,6 +103,10 @@ def run_robustness(args: argparse.Namespace) -> int:
     from model_core.robustness.report import ReportConfig, run_report, to_markdown, write_report
     from model_core.robustness.threats import parse_attacks
 
+    if args.on_workers or args.follow:
+        from rguide.remote_robustness import run_on_workers
+
+        return run_on_workers(args)
     _threads(args)
     try:
         preset = get_preset(args.preset)

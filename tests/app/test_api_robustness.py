@@ -144,3 +144,45 @@ def test_a_report_runs_on_the_worker_code_and_matches_the_core(tmp_path):
         assert [(x["attack"], x["defence"], x.get("correct")) for x in rep["results"]] == \
             [(x["attack"], x["defence"], x.get("correct")) for x in ref["report"]["results"]]
         assert client.post(done["links"]["cancel"], headers=client.hdr).status_code == 409
+
+
+@pytest.mark.slow
+def test_rguide_robustness_on_workers_submits_follows_and_writes_the_files(tmp_path, monkeypatch, capsys):
+    import json
+
+    import torch
+
+    from rguide import remote_evaluate
+    from rguide.cli import main
+    from worker.robustness_runner import run_robustness_job
+
+    torch.set_num_threads(1)
+    with api(tmp_path) as client:
+        key = client.hdr["Authorization"].split()[1]
+        posted = []
+
+        def call(base, key_, method, path, body=None):
+            assert base == "http://service" and key_ == key
+            if method == "POST":
+                posted.append(body)
+            r = client.request(method, path, json=body, headers=client.hdr)
+            assert r.status_code < 400, r.text
+            if method == "GET" and r.json().get("status") == "queued":   # a worker takes it between two polls
+                run_robustness_job(client.settings, r.json()["id"])
+            return r.json()
+
+        monkeypatch.setattr(remote_evaluate, "_call", call)
+        monkeypatch.setattr("rguide.remote_robustness.time.sleep", lambda s: None)
+        monkeypatch.setenv("RGUIDE_API_KEY", key)
+        out = tmp_path / "remote"
+        assert main(["robustness", "--on-workers", "http://service", "--preset", "demo", "--attacks", "fgsm,fgm-l2",
+                     "--n", "2", "--schedule", "1", "--sanity-n", "2", "--sanity-eps", "0.05,0.3",
+                     "--sanity-eps-l2", "1,3", "--batch-size", "2", "--out", str(out), "--no-progress"]) == 0
+        assert posted[0]["attacks"] == ["fgsm", "fgm-l2"] and posted[0]["sanity_eps_l2"] == [1.0, 3.0]
+        assert "Sanity checks" in capsys.readouterr().out
+        report = json.loads((out / "report.json").read_text())
+        assert report["config"]["n"] == 2 and report["job"]["worker"]
+        assert (out / "report.md").read_text().startswith("# Robustness report: preset `demo`")
+        assert len(json.loads((out / "per_sample.json").read_text())["indices"]) == 2
+        assert main(["robustness", "--on-workers", "http://service", "--device", "cuda", "--out", str(out)]) == 2
+        assert "--device" in capsys.readouterr().err
