@@ -31,6 +31,7 @@ ROUTERS = [
     "app.api.generations:router",
     "app.api.analyses:router",
     "app.api.classifications:router",
+    "app.api.robustness:router",
     "app.api.images:router",
     "app.api.health:router",
     "app.api.home:router",

@@ -16,7 +16,7 @@ from sqlalchemy import engine_from_config, pool
 from worker.db import Base
 
 MODEL_MODULES = ["worker.models", "app.keys", "worker.survey_models", "worker.analysis_models", "worker.evaluation_models",
-                 "worker.classification_models"]
+                 "worker.classification_models", "worker.robustness_models"]
 for _name in MODEL_MODULES:
     importlib.import_module(_name)
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from model_core.errors import message
-from model_core.robustness.threats import ATTACKS, DEFAULT_ATTACKS, DEFENCES, SETTINGS
+from model_core.robustness.threats import ATTACKS, DEFAULT_ATTACKS, DEFENCES, GRADIENTS, SANITY_EPS, SETTINGS
 from rguide.cli import CLIError
 
 FLAGS = {"attacks": "--attacks", "schedule": "--schedule", "preset": "--preset", "n": "--n",
@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eot", type=int, default=0, metavar="K",
                    help="white-box on the diffusion classifier with fresh draws at every pass, gradients averaged "
                         "over K passes (default: fixed draws, no EOT)")
+    p.add_argument("--diffusion-gradients", default=None,
+                   help="gradient estimators of the diffusion classifier's white-box rows, each its own row: "
+                        "fixed, eot or fixed,eot (default: eot with --eot, else fixed)")
     p.add_argument("--diffusion-whitebox-n", type=int, default=None,
                    help="white-box attacks on the diffusion classifier use only the first this many images (cost)")
     p.add_argument("--diffusion-whitebox-steps", type=int, default=None,
@@ -43,12 +46,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--diffusion-whitebox-autoattack", action="store_true",
                    help="also run AutoAttack through the diffusion classifier (very slow on a CPU)")
     p.add_argument("--sanity-n", type=int, default=32, help="images for the eps-sweep and gradient sanity checks")
-    p.add_argument("--sanity-eps", default="0.05,0.1,0.2,0.3", help="radii of the eps sweep ([0, 1] units)")
+    p.add_argument("--sanity-eps", default=",".join(map(str, SANITY_EPS["linf"])),
+                   help="radii of the Linf eps sweep ([0, 1] units)")
+    p.add_argument("--sanity-eps-l2", default=",".join(map(str, SANITY_EPS["l2"])),
+                   help="radii of the L2 eps sweep ([0, 1] units), run when an L2 attack is asked for")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--no-progress", action="store_true")
+    w = p.add_argument_group("on the workers")
+    w.add_argument("--on-workers", metavar="URL", default=None,
+                   help="run the report on the service's workers (POST /v1/robustness-reports) and follow it")
+    w.add_argument("--api-key", default=None, help="researcher key for --on-workers (default: $RGUIDE_API_KEY)")
+    w.add_argument("--follow", metavar="ID", default=None, help="follow a report already submitted")
     p.set_defaults(func=run_robustness)
 
     p = sub.add_parser("classify", help="classify PNG images with a preset's diffusion model or classifiers",
@@ -92,6 +103,10 @@ def run_robustness(args: argparse.Namespace) -> int:
     from model_core.robustness.report import ReportConfig, run_report, to_markdown, write_report
     from model_core.robustness.threats import parse_attacks
 
+    if args.on_workers or args.follow:
+        from rguide.remote_robustness import run_on_workers
+
+        return run_on_workers(args)
     _threads(args)
     try:
         preset = get_preset(args.preset)
@@ -99,19 +114,29 @@ def run_robustness(args: argparse.Namespace) -> int:
         if args.schedule:
             parse_schedule(args.schedule, preset.num_classes)
         sanity_eps = tuple(float(v) for v in args.sanity_eps.split(",") if v.strip())
+        sanity_eps_l2 = tuple(float(v) for v in args.sanity_eps_l2.split(",") if v.strip())
     except SettingError as exc:
         raise CLIError(message(exc, FLAGS)) from None
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     if args.n < 1:
         raise CLIError("--n must be >= 1")
+    if args.eot < 0:
+        raise CLIError("--eot must be >= 0")
+    gradients = None
+    if args.diffusion_gradients is not None:
+        gradients = _names(args.diffusion_gradients, GRADIENTS, "--diffusion-gradients")
+        if "eot" in gradients and args.eot < 1:
+            raise CLIError("--diffusion-gradients eot needs --eot K (K >= 1 draws per gradient)")
     cfg = ReportConfig(preset=preset.name, attacks=attacks, settings=_names(args.settings, SETTINGS, "--settings"),
                        defences=_names(args.defences, DEFENCES, "--defences"), n=args.n, seed=args.seed,
                        schedule=args.schedule, attack_timesteps=args.attack_timesteps, eot=args.eot > 0,
-                       eot_samples=max(args.eot, 1), diffusion_whitebox_n=args.diffusion_whitebox_n,
+                       eot_samples=max(args.eot, 1), diffusion_gradients=gradients,
+                       diffusion_whitebox_n=args.diffusion_whitebox_n,
                        diffusion_whitebox_steps=args.diffusion_whitebox_steps,
                        diffusion_whitebox_autoattack=args.diffusion_whitebox_autoattack,
-                       sanity_n=args.sanity_n, sanity_eps=sanity_eps, batch_size=args.batch_size,
+                       sanity_n=args.sanity_n, sanity_eps=sanity_eps, sanity_eps_l2=sanity_eps_l2,
+                       batch_size=args.batch_size,
                        device=args.device)
     bar = None
 

@@ -16,6 +16,7 @@ ANALYSIS_TASK_NAME = "rguide.analyze"
 EVALUATION_TASK_NAME = "rguide.evaluate_shard"
 CLASSIFICATION_TASK_NAME = "rguide.classify"
 MACHINE_VOTES_TASK_NAME = "rguide.machine_votes"
+ROBUSTNESS_TASK_NAME = "rguide.robustness_report"
 log = logging.getLogger("rguide.enqueue")
 
 
@@ -43,7 +44,8 @@ def make_celery(settings: Settings) -> Celery:
         task_routes={TASK_NAME: {"queue": settings.queue}, ANALYSIS_TASK_NAME: {"queue": settings.queue},
                      EVALUATION_TASK_NAME: {"queue": settings.queue},
                      CLASSIFICATION_TASK_NAME: {"queue": settings.queue},
-                     MACHINE_VOTES_TASK_NAME: {"queue": settings.queue}},
+                     MACHINE_VOTES_TASK_NAME: {"queue": settings.queue},
+                     ROBUSTNESS_TASK_NAME: {"queue": settings.queue}},
         # A task is acknowledged when it finishes, not when it starts: if the
         # worker dies, the broker still has it. One task reserved at a time,
         # so a busy worker never sits on jobs another worker could run.

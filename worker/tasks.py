@@ -15,7 +15,7 @@ import threading
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from worker.celery_app import (ANALYSIS_TASK_NAME, CLASSIFICATION_TASK_NAME, EVALUATION_TASK_NAME,
-                               MACHINE_VOTES_TASK_NAME, TASK_NAME, make_celery)
+                               MACHINE_VOTES_TASK_NAME, ROBUSTNESS_TASK_NAME, TASK_NAME, make_celery)
 from worker.config import Settings, WorkerProcess
 
 log = logging.getLogger("rguide.worker")
@@ -62,6 +62,14 @@ def machine_votes(job_id: str) -> str:
     from worker.machine_vote_runner import run_machine_vote_job
 
     return run_machine_vote_job(settings, str(job_id))
+
+
+@app.task(name=ROBUSTNESS_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def robustness_report(job_id: str) -> str:
+    """Run robustness-report job ``job_id`` (a preset's defences under attack); the row holds its settings."""
+    from worker.robustness_runner import run_robustness_job
+
+    return run_robustness_job(settings, str(job_id))
 
 
 # -- worker presence and preloading -------------------------------------------------------

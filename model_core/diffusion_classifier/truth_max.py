@@ -81,7 +81,7 @@ def perturb(surrogate: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, attack
 
     spec = ATTACKS[attack]
     if spec.kind == "fgsm":
-        return fgsm(surrogate, x, y, eps=model_eps(spec.eps))
+        return fgsm(surrogate, x, y, eps=model_eps(spec.eps), norm=spec.norm)
     return pgd(surrogate, x, y, norm=spec.norm, eps=model_eps(spec.eps), steps=steps, seed=seed)
 
 

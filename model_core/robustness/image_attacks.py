@@ -43,12 +43,15 @@ def _step(x: torch.Tensor, grad: torch.Tensor, norm: str, size: float) -> torch.
     return x + size * grad / _per_sample_norm(grad).clamp_min(1e-12)
 
 
-def fgsm(model, x: torch.Tensor, labels: torch.Tensor, *, eps: float, eot: int = 1,
+def fgsm(model, x: torch.Tensor, labels: torch.Tensor, *, eps: float, eot: int = 1, norm: str = "linf",
          clip: tuple[float, float] = PIXEL_RANGE) -> torch.Tensor:
-    """One signed-gradient step of size eps (Linf)."""
+    """One gradient step to the edge of the eps-ball: the signed gradient times eps (Linf, FGSM) or the
+    gradient scaled to L2 length eps (L2, "FGM"). Clipping to the pixel range can only shorten it."""
+    if norm not in ("linf", "l2"):
+        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
     with eval_mode(model):
         g = input_gradient(model, x, labels, eot)
-    return (x + eps * g.sign()).clamp(*clip).detach()
+    return _step(x, g, norm, eps).clamp(*clip).detach()
 
 
 def _random_start(x: torch.Tensor, norm: str, eps: float, gen: torch.Generator) -> torch.Tensor:

@@ -32,7 +32,8 @@ from typing import Any, Callable
 
 import torch
 
-from model_core.robustness.threats import ATTACKS, DEFAULT_ATTACKS, DEFENCES, SETTINGS, AttackSpec, model_eps
+from model_core.robustness.threats import (ATTACKS, DEFAULT_ATTACKS, DEFENCES, GRADIENTS, NORM_LABELS, SANITY_EPS,
+                                           SETTINGS, AttackSpec, model_eps, one_step_of)
 
 SCHEMA = "rguide.robustness/1"
 Progress = Callable[[str, int, int], None]   # (phase, done, total)
@@ -50,6 +51,10 @@ class ReportConfig:
     attack_timesteps: int | None = None  # draws in the diffusion classifier's attack gradient (None: stage 1's)
     eot: bool = False                    # white-box on the diffusion classifier: fresh draws at every pass
     eot_samples: int = 1
+    # Gradient estimators of the diffusion classifier's white-box rows, each its own row: "fixed" (the first
+    # draws of the prediction's list) and/or "eot" (fresh draws at every pass, eot_samples passes averaged).
+    # None: ("eot",) when eot is set, else ("fixed",).
+    diffusion_gradients: tuple[str, ...] | None = None
     surrogate: str = "vanilla"
     # The diffusion classifier's white-box attacks cost (classes x attack_timesteps) forward+backward passes
     # per step and image; on a CPU they run on the first ``diffusion_whitebox_n`` images with at most
@@ -58,12 +63,29 @@ class ReportConfig:
     diffusion_whitebox_steps: int | None = None
     diffusion_whitebox_autoattack: bool = False
     sanity_n: int = 32
-    sanity_eps: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
+    sanity_eps: tuple[float, ...] = SANITY_EPS["linf"]
+    sanity_eps_l2: tuple[float, ...] = SANITY_EPS["l2"]
     batch_size: int = 50
     device: str = "cpu"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def gradients(self) -> tuple[str, ...]:
+        g = tuple(self.diffusion_gradients or (("eot",) if self.eot else ("fixed",)))
+        bad = [x for x in g if x not in GRADIENTS]
+        if bad or not g:
+            raise ValueError(f"diffusion gradients {bad or 'nothing given'}: choose from {', '.join(GRADIENTS)}")
+        return tuple(dict.fromkeys(g))
+
+    def norms(self) -> tuple[str, ...]:
+        """The threat models (norms) of the attacks asked for, Linf first: the sanity checks run per norm."""
+        present = {ATTACKS[a].norm for a in self.attacks}
+        return tuple(n for n in ("linf", "l2") if n in present)
+
+    def sweep(self, norm: str) -> tuple[float, ...]:
+        return tuple(self.sanity_eps if norm == "linf" else self.sanity_eps_l2)
+
 
 
 def binomial_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -121,7 +143,7 @@ class _Attacker:
         for i in range(0, x.shape[0], bs):
             xb, yb = x[i:i + bs], y[i:i + bs]
             if spec.kind == "fgsm":
-                outs.append(fgsm(model, xb, yb, eps=eps_m, eot=eot))
+                outs.append(fgsm(model, xb, yb, eps=eps_m, eot=eot, norm=spec.norm))
             elif spec.kind == "pgd":
                 outs.append(pgd(model, xb, yb, norm=spec.norm, eps=eps_m, steps=steps or spec.steps, eot=eot,
                                 seed=seed + i))
@@ -140,12 +162,48 @@ def _check_ball(x_adv, x, spec: AttackSpec) -> float:
     return float(r.max()) if r.numel() else 0.0
 
 
+def _skipped(name: str, estimator: str | None, spec: AttackSpec, cfg: ReportConfig) -> str | None:
+    """Why a white-box row is not run, or None."""
+    if name != "diffusion" or spec.kind != "autoattack":
+        return None
+    if estimator == "eot":
+        return ("not run: AutoAttack's standard version assumes a deterministic model; it runs through the "
+                "diffusion classifier on the fixed draws only")
+    if not cfg.diffusion_whitebox_autoattack:
+        return ("not run: AutoAttack through the diffusion classifier costs thousands of gradient passes per "
+                "image; see the report's notes")
+    return None
+
+
+def planned_phases(cfg: ReportConfig) -> int:
+    """How many distinct progress phases :func:`run_report` announces for ``cfg`` (a job's progress total)."""
+    d, specs = len(cfg.defences), [ATTACKS[a] for a in cfg.attacks]
+    n = d                                                     # clean
+    if "transfer" in cfg.settings:
+        n += len(specs) * (1 + d)                             # craft on the surrogate, then every defence
+    if "whitebox" in cfg.settings:
+        for name in cfg.defences:
+            for est in (cfg.gradients() if name == "diffusion" else (None,)):
+                n += 2 * sum(_skipped(name, est, s, cfg) is None for s in specs)   # attack, then predict
+    n += 1 + d * sum(len(cfg.sweep(m)) for m in cfg.norms())  # gradient check, eps sweeps
+    return n
+
+
+def _label(name: str, estimator: str | None, cfg: ReportConfig) -> str:
+    if estimator is None:
+        return name
+    return f"{name} (fixed draws)" if estimator == "fixed" else f"{name} (EOT-{cfg.eot_samples})"
+
+
 def run_report(cfg: ReportConfig, *, pipeline=None, dataset=None, progress: Progress | None = None) -> dict:
-    """Measure every (setting, attack, defence) of ``cfg``; returns the report (see :func:`write_report`)."""
+    """Measure every (setting, attack, defence) of ``cfg``; returns the report (see :func:`write_report`).
+
+    ``progress(phase, done, total)``: each phase is announced under its own label, :func:`planned_phases` of
+    them in all."""
     from model_core.data import heldout_data, load_dataset
     from model_core.pipeline import get_pipeline
     from model_core.provenance import environment
-    from model_core.robustness.defences import load_defences
+    from model_core.robustness.defences import diffusion_defence, load_defences
     from model_core.robustness.image_attacks import input_gradient
 
     started = time.time()
@@ -155,9 +213,23 @@ def run_report(cfg: ReportConfig, *, pipeline=None, dataset=None, progress: Prog
     for s in cfg.settings:
         if s not in SETTINGS:
             raise ValueError(f"setting {s!r} is unknown; choose from {SETTINGS}")
+    gradients = cfg.gradients()
+    first_eot = gradients[0] == "eot"
     defences = load_defences(pipe, cfg.defences, schedule=cfg.schedule, seed=cfg.seed,
-                             attack_timesteps=cfg.attack_timesteps, eot=cfg.eot, eot_samples=cfg.eot_samples)
-    eot_for = {name: (cfg.eot_samples if (name == "diffusion" and cfg.eot) else 1) for name in defences}
+                             attack_timesteps=cfg.attack_timesteps, eot=first_eot,
+                             eot_samples=cfg.eot_samples if first_eot else 1)
+    # White-box targets: each classifier once, the diffusion classifier once per gradient estimator.
+    targets: list[tuple[str, str | None, Any]] = []
+    for name, d in defences.items():
+        if name != "diffusion":
+            targets.append((name, None, d))
+            continue
+        for est in gradients:
+            same = (est == "eot") == first_eot
+            targets.append((name, est, d if same else diffusion_defence(
+                d.attack_model.classifier, attack_timesteps=cfg.attack_timesteps, eot=est == "eot",
+                eot_samples=cfg.eot_samples if est == "eot" else 1, source=d.settings["weights"])))
+    eot_of = {(name, est): (cfg.eot_samples if est == "eot" else 1) for name, est, _ in targets}
     if dataset is None:
         spec_data, split = heldout_data(preset)
         ds = load_dataset(spec_data, split=split, image_size=preset.image_size, channels=preset.in_channels)
@@ -215,44 +287,48 @@ def run_report(cfg: ReportConfig, *, pipeline=None, dataset=None, progress: Prog
 
     # -- white-box ---------------------------------------------------------------------
     if "whitebox" in cfg.settings:
-        for name, d in defences.items():
+        for name, est, d in targets:
             n_wb, steps_cap = cfg.n, None
             if name == "diffusion":
                 n_wb = min(cfg.n, cfg.diffusion_whitebox_n or cfg.n)
                 steps_cap = cfg.diffusion_whitebox_steps
+            label, eot = _label(name, est, cfg), eot_of[(name, est)]
             for spec in specs:
-                if name == "diffusion" and spec.kind == "autoattack" and not cfg.diffusion_whitebox_autoattack:
-                    results.append({"setting": "whitebox", "defence": name, **attacker.settings(spec),
-                                    "skipped": "not run: AutoAttack through the diffusion classifier costs thousands "
-                                               "of gradient passes per image; see the report's notes"})
+                extra = {"gradient_estimator": est} if est else {}
+                why = _skipped(name, est, spec, cfg)
+                if why:
+                    results.append({"setting": "whitebox", "defence": name, **extra,
+                                    **attacker.settings(spec, None, eot), "skipped": why})
                     continue
                 steps = min(spec.steps, steps_cap) if (steps_cap and spec.kind == "pgd") else None
-                say(f"whitebox: attacking {name} with {spec.name}", 0, 1)
+                say(f"whitebox: attacking {label} with {spec.name}", 0, 1)
                 calls0 = getattr(getattr(d.attack_model, "classifier", None), "calls", 0)
                 t0 = time.time()
                 if name == cfg.surrogate and spec.name in crafted:
                     x_adv = crafted[spec.name]
                 else:
-                    x_adv = attacker.run(spec, d.attack_model, x[:n_wb], y[:n_wb], steps=steps, eot=eot_for[name],
+                    x_adv = attacker.run(spec, d.attack_model, x[:n_wb], y[:n_wb], steps=steps, eot=eot,
                                          seed=cfg.seed)
                 craft = time.time() - t0
                 calls = getattr(getattr(d.attack_model, "classifier", None), "calls", 0) - calls0
-                pred, secs = evaluate(d, x_adv, y[:n_wb], f"whitebox {spec.name}: {name}")
+                pred, secs = evaluate(d, x_adv, y[:n_wb], f"whitebox {spec.name}: {label}")
                 correct = pred == y[:n_wb].cpu()
-                row = {"setting": "whitebox", "defence": name, **attacker.settings(spec, steps, eot_for[name]),
+                row = {"setting": "whitebox", "defence": name, **extra, **attacker.settings(spec, steps, eot),
                        **_summary(correct), "clean_on_these": _summary(torch.tensor(
                            per_sample[f"clean/{name}"]["correct"][:n_wb], dtype=torch.bool)),
                        "max_perturbation": round(_check_ball(x_adv, x[:n_wb], spec), 6),
                        "seconds_attack": round(craft, 1), "seconds_predict": round(secs, 1)}
                 if name == "diffusion":
                     row["gradient"] = d.settings["attack_gradient"]
+                    # forward passes through the UNet (each also back-propagated once, except AutoAttack's
+                    # Square queries and other forward-only evaluations)
                     row["network_evaluations_attack_per_image"] = round(calls / max(n_wb, 1))
                 results.append(row)
-                per_sample[f"whitebox/{spec.name}/{name}"] = {"pred": pred.tolist(),
-                                                              "correct": correct.int().tolist()}
+                per_sample[f"whitebox/{spec.name}/{name}" + ("/eot" if est == "eot" else "")] = {
+                    "pred": pred.tolist(), "correct": correct.int().tolist()}
 
     # -- sanity checks -------------------------------------------------------------------
-    sanity = _sanity(cfg, defences, attacker, x, y, results, eot_for, say, input_gradient)
+    sanity = _sanity(cfg, targets, eot_of, attacker, x, y, results, say, input_gradient)
     report = {
         "schema": SCHEMA,
         "preset": preset.name,
@@ -269,46 +345,61 @@ def run_report(cfg: ReportConfig, *, pipeline=None, dataset=None, progress: Prog
     return {"report": report, "per_sample": per_sample}
 
 
-def _sanity(cfg, defences, attacker, x, y, results, eot_for, say, input_gradient) -> list[dict]:
+def _sanity(cfg, targets, eot_of, attacker, x, y, results, say, input_gradient) -> list[dict]:
     checks: list[dict] = []
     n = min(cfg.sanity_n, x.shape[0])
     xs, ys = x[:n], y[:n]
-    # 1. gradients are non-zero
-    for name, d in defences.items():
-        g = input_gradient(d.attack_model, xs, ys, eot_for[name])
+    # 1. gradients are non-zero (every white-box gradient estimator)
+    say("sanity: gradients", 0, 1)
+    for name, est, d in targets:
+        g = input_gradient(d.attack_model, xs, ys, eot_of[(name, est)])
         nz = (g.flatten(1).abs().amax(1) > 0).float().mean().item()
-        checks.append({"check": "gradients are non-zero", "defence": name, "share_nonzero": round(nz, 4),
-                       "n": n, "passed": nz == 1.0})
-    # 2. accuracy falls toward 0 as eps grows (white-box; PGD-10 for the classifiers, FGSM for the diffusion one)
-    for name, d in defences.items():
-        kind = "fgsm" if name == "diffusion" else "pgd"
-        accs = []
-        for eps in cfg.sanity_eps:
-            say(f"sanity: {name} at eps {eps}", 0, 1)
-            spec = AttackSpec(f"{kind}@{eps}", kind, "linf", eps, 10 if kind == "pgd" else 1, "")
-            x_adv = attacker.run(spec, d.attack_model, xs, ys, eot=eot_for[name], seed=cfg.seed)
-            pred, _ = d.predict(x_adv, batch_size=cfg.batch_size)
-            accs.append(round(float((pred == ys.cpu()).float().mean()), 4))
-        monotone = all(b <= a + 2.0 / n for a, b in zip(accs, accs[1:]))
-        checks.append({"check": "accuracy falls as eps grows", "defence": name,
-                       "attack": f"white-box {'FGSM' if kind == 'fgsm' else 'PGD-10'} Linf", "eps": list(cfg.sanity_eps),
-                       "accuracy": accs, "n": n, "passed": monotone and accs[-1] < accs[0] + 1e-9,
-                       "note": "tolerance: 2 images between neighbouring radii"})
-    # 3. more iterations do not raise accuracy; 4. transfer does not beat white-box
-    by = {(r["setting"], r["attack"], r["defence"]): r for r in results if "accuracy" in r}
-    for name in defences:
-        f, p = by.get(("whitebox", "fgsm", name)), by.get(("whitebox", "pgd", name))
-        if f and p and f["n"] == p["n"]:
-            checks.append({"check": "more iterations do not raise accuracy", "defence": name,
-                           "fgsm": f["accuracy"], "pgd": p["accuracy"], "pgd_steps": p["steps"], "n": p["n"],
-                           "passed": p["accuracy"] <= f["accuracy"] + 2.0 / p["n"]})
+        checks.append({"check": "gradients are non-zero", "defence": _label(name, est, cfg),
+                       "share_nonzero": round(nz, 4), "n": n, "passed": nz == 1.0})
+    # 2. accuracy falls toward 0 as eps grows, per threat model (white-box; PGD-10 for the classifiers, the
+    #    one-step attack for the diffusion classifier, with its first gradient estimator)
+    sweep_targets = {}
+    for name, est, d in targets:
+        sweep_targets.setdefault(name, (est, d))
+    for norm in cfg.norms():
+        for name, (est, d) in sweep_targets.items():
+            kind = "fgsm" if name == "diffusion" else "pgd"
+            accs = []
+            for eps in cfg.sweep(norm):
+                say(f"sanity: {name} at {NORM_LABELS[norm]} eps {eps}", 0, 1)
+                spec = AttackSpec(f"{kind}@{eps}", kind, norm, eps, 10 if kind == "pgd" else 1, "")
+                x_adv = attacker.run(spec, d.attack_model, xs, ys, eot=eot_of[(name, est)], seed=cfg.seed)
+                pred, _ = d.predict(x_adv, batch_size=cfg.batch_size)
+                accs.append(round(float((pred == ys.cpu()).float().mean()), 4))
+            monotone = all(b <= a + 2.0 / n for a, b in zip(accs, accs[1:]))
+            one_step = "FGSM" if norm == "linf" else "FGM"
+            checks.append({"check": "accuracy falls as eps grows", "defence": _label(name, est, cfg),
+                           "norm": norm, "attack": f"white-box {one_step if kind == 'fgsm' else 'PGD-10'} "
+                                                   f"{NORM_LABELS[norm]}",
+                           "eps": list(cfg.sweep(norm)), "accuracy": accs, "n": n,
+                           "passed": monotone and accs[-1] < accs[0] + 1e-9,
+                           "note": "tolerance: 2 images between neighbouring radii"})
+    # 3. more iterations do not raise accuracy (per threat model); 4. transfer does not beat white-box
+    by = {(r["setting"], r["attack"], r["defence"], r.get("gradient_estimator")): r
+          for r in results if "accuracy" in r}
+    for name, est, _ in targets:
+        for spec in (ATTACKS[a] for a in cfg.attacks):
+            one = one_step_of(spec) if spec.kind == "pgd" else None
+            f = by.get(("whitebox", one.name, name, est)) if one else None
+            p = by.get(("whitebox", spec.name, name, est))
+            if f and p and f["n"] == p["n"]:
+                checks.append({"check": "more iterations do not raise accuracy", "defence": _label(name, est, cfg),
+                               "norm": spec.norm, "one_step": one.name, "one_step_accuracy": f["accuracy"],
+                               "iterative": spec.name, "iterative_accuracy": p["accuracy"], "steps": p["steps"],
+                               "n": p["n"], "passed": p["accuracy"] <= f["accuracy"] + 2.0 / p["n"]})
         for spec_name in cfg.attacks:
-            t, w = by.get(("transfer", spec_name, name)), by.get(("whitebox", spec_name, name))
+            t, w = by.get(("transfer", spec_name, name, None)), by.get(("whitebox", spec_name, name, est))
             if t and w:
                 # "beats" = leaves the defence with lower accuracy; white-box may run on fewer images
-                checks.append({"check": "transfer does not beat white-box", "defence": name, "attack": spec_name,
-                               "transfer": t["accuracy"], "whitebox": w["accuracy"], "n_transfer": t["n"],
-                               "n_whitebox": w["n"], "passed": w["accuracy"] <= t["accuracy"] + 2.0 / w["n"]})
+                checks.append({"check": "transfer does not beat white-box", "defence": _label(name, est, cfg),
+                               "attack": spec_name, "transfer": t["accuracy"], "whitebox": w["accuracy"],
+                               "n_transfer": t["n"], "n_whitebox": w["n"],
+                               "passed": w["accuracy"] <= t["accuracy"] + 2.0 / w["n"]})
     bad = [r for r in results if "max_perturbation" in r and r["max_perturbation"] > r["eps"] * (1 + 1e-4) + 1e-6]
     checks.append({"check": "every adversarial image is inside its eps-ball", "passed": not bad,
                    "violations": [(r["setting"], r["attack"], r["defence"], r["max_perturbation"]) for r in bad]})
@@ -343,10 +434,14 @@ def to_markdown(report: dict) -> str:
         if setting == "transfer":
             lines += [f"Surrogate: {rows[0]['surrogate']}.", ""]
         lines += ["| defence | clean | " + " | ".join(attacks) + " |", "|---|---|" + "---|" * len(attacks)]
-        for name in r["model"]:
+        keys = [(name, est) for name in r["model"]
+                for est in (dict.fromkeys(x.get("gradient_estimator") for x in rows if x["defence"] == name)
+                            or (None,))]
+        for name, est in keys:
             cells = [_fmt(r["clean"][name])]
             for a in attacks:
-                hit = [x for x in rows if x["defence"] == name and x["attack"] == a]
+                hit = [x for x in rows if x["defence"] == name and x["attack"] == a
+                       and x.get("gradient_estimator") == est]
                 if not hit:
                     cells.append("-")
                 elif "skipped" in hit[0]:
@@ -358,7 +453,9 @@ def to_markdown(report: dict) -> str:
                     if c and c["n"] != r["clean"][name]["n"]:
                         extra += f"; clean on these {c['correct']}/{c['n']}"
                     cells.append(_fmt(h) + extra)
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            label = name if est is None else (f"{name}, fixed draws" if est == "fixed" else
+                                              f"{name}, EOT over {r['config']['eot_samples']} draws")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Attack settings", "", "| attack | norm | eps | steps | step size | restarts | EOT | version |",
               "|---|---|---:|---:|---:|---:|---:|---|"]
@@ -372,12 +469,15 @@ def to_markdown(report: dict) -> str:
                      f"{x.get('restarts', '-')} | {x.get('eot_samples', 1)} | {x.get('version', '-')} |")
     lines.append("")
     dg = [x for x in r["results"] if x["setting"] == "whitebox" and x["defence"] == "diffusion" and "gradient" in x]
-    if dg:
-        g = dg[0]["gradient"]
-        lines += ["White-box gradient of the diffusion classifier: "
+    for est in dict.fromkeys(x.get("gradient_estimator") for x in dg):
+        these = [x for x in dg if x.get("gradient_estimator") == est]
+        g = these[0]["gradient"]
+        lines += ["White-box gradient of the diffusion classifier"
+                  + (f" ({'fixed draws' if est == 'fixed' else 'EOT'})" if est else "") + ": "
                   f"{g['classes']} classes x {g['timesteps']} timesteps per pass ({g['draws']}); elimination: "
-                  f"{g['elimination']}. Network evaluations (forward + backward) per attacked image: "
-                  + ", ".join(f"{x['attack']} {x['network_evaluations_attack_per_image']}" for x in dg) + ".", ""]
+                  f"{g['elimination']}. Network evaluations per attacked image (forward passes through the UNet, "
+                  "each back-propagated once): "
+                  + ", ".join(f"{x['attack']} {x['network_evaluations_attack_per_image']}" for x in these) + ".", ""]
     lines += ["## Sanity checks", ""]
     for c in r["sanity"]:
         detail = {k: v for k, v in c.items() if k not in ("check", "passed")}

@@ -46,9 +46,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 # POST /v1/evaluations too: its methods, samplers and steps are the preset's, its shard_size a multiple of
 # its feature_batch, and its size (images, shards) bounded by the server.
 # POST /v1/classifications: its PNG is checked against the preset's size, its schedule against its classes.
+# POST /v1/robustness-reports: its preset must record held-out data and the classifiers it names, n fit that data,
+# and its schedule the preset's classes.
 # Every other check, and every other operation, keeps the defaults.
 SEMANTIC_422 = ["POST /v1/generations", "POST /v1/surveys", "GET /v1/generations", "PATCH /v1/surveys/{study_id}",
-                "POST /v1/analyses", "POST /v1/evaluations", "POST /v1/classifications"]
+                "POST /v1/analyses", "POST /v1/evaluations", "POST /v1/classifications", "POST /v1/robustness-reports"]
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "422"]
 # negative_data_rejection: schemathesis' defaults plus 413. A schema-violating body can be large (long `arms` or
 # `labels` arrays of a survey), and the body-size limit refuses it before validation does: a rejection, as asked.

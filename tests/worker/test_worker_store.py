@@ -274,7 +274,7 @@ def test_cursor_pagination_visits_every_job_once(Session):
 
 
 SERVICE_TABLES = {"generation_jobs", "generation_images", "generation_previews", "analysis_jobs", "classification_jobs",
-                  "service_workers", "api_keys"}
+                  "robustness_jobs", "service_workers", "api_keys"}
 
 
 def _schema_drift(url):
@@ -285,6 +285,7 @@ def _schema_drift(url):
     import app.keys  # noqa: F401  (its table is part of the metadata)
     import worker.analysis_models  # noqa: F401
     import worker.classification_models  # noqa: F401
+    import worker.robustness_models  # noqa: F401
 
     def ours(obj, name, type_, reflected, compare_to):
         table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)

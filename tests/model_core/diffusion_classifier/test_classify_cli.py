@@ -51,5 +51,11 @@ def test_classify_refuses_bad_images_and_settings(digits, tmp_path, capsys):
     assert "--schedule" in capsys.readouterr().err
     assert main(["robustness", "--preset", "demo", "--attacks", "pgd,cw", "--out", str(tmp_path / "r")]) == 2
     assert "--attacks" in capsys.readouterr().err
+    assert main(["robustness", "--preset", "demo", "--diffusion-gradients", "fixed,eot", "--out",
+                 str(tmp_path / "r")]) == 2
+    assert "--eot" in capsys.readouterr().err                       # eot rows need K draws per gradient
+    assert main(["robustness", "--preset", "demo", "--diffusion-gradients", "exact", "--eot", "2", "--out",
+                 str(tmp_path / "r")]) == 2
+    assert "--diffusion-gradients" in capsys.readouterr().err
     assert main(["truth-max", "--preset", "demo", "--attack", "autoattack", "--out", str(tmp_path / "t")]) == 2
     assert "--attack" in capsys.readouterr().err

@@ -62,20 +62,35 @@ def test_truth_max_run_checkpoints_and_selects(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_report_end_to_end_on_tiny(tiny, tmp_path):
-    from model_core.robustness.report import ReportConfig, run_report, to_markdown, write_report
+    from model_core.robustness.report import ReportConfig, planned_phases, run_report, to_markdown, write_report
 
-    cfg = ReportConfig(preset="tiny", attacks=("fgsm", "pgd-l2"), n=6, schedule="2:2,3", diffusion_whitebox_n=3,
-                       diffusion_whitebox_steps=2, sanity_n=3, sanity_eps=(0.05, 0.5), batch_size=6)
-    out = run_report(cfg, pipeline=tiny, dataset=_data(10))
+    cfg = ReportConfig(preset="tiny", attacks=("fgsm", "fgm-l2", "pgd-l2"), n=6, schedule="2:2,3",
+                       diffusion_whitebox_n=3, diffusion_whitebox_steps=2, diffusion_gradients=("fixed", "eot"),
+                       eot_samples=2, sanity_n=3, sanity_eps=(0.05, 0.5), sanity_eps_l2=(0.5, 3.0), batch_size=6)
+    phases = []
+    out = run_report(cfg, pipeline=tiny, dataset=_data(10),
+                     progress=lambda phase, done, total: phases[-1:] == [phase] or phases.append(phase))
+    # every announced phase is distinct and they are as many as planned (a worker job's progress total)
+    assert len(phases) == len(set(phases)) == planned_phases(cfg)
     rep = out["report"]
-    settings = {(r["setting"], r["attack"], r["defence"]) for r in rep["results"]}
-    assert ("transfer", "fgsm", "diffusion") in settings and ("whitebox", "pgd-l2", "diffusion") in settings
-    wb = [r for r in rep["results"] if r["setting"] == "whitebox" and r["defence"] == "diffusion"]
-    assert all(r["n"] == 3 for r in wb) and wb[1]["steps"] == 2
-    assert wb[0]["network_evaluations_attack_per_image"] == 4 * 2       # classes x attack timesteps, one pass
+    settings = {(r["setting"], r["attack"], r["defence"], r.get("gradient_estimator")) for r in rep["results"]}
+    assert ("transfer", "fgsm", "diffusion", None) in settings and ("whitebox", "pgd-l2", "diffusion", "eot") in settings
+    fixed = [r for r in rep["results"] if r["setting"] == "whitebox" and r.get("gradient_estimator") == "fixed"]
+    eot = [r for r in rep["results"] if r["setting"] == "whitebox" and r.get("gradient_estimator") == "eot"]
+    assert all(r["n"] == 3 for r in fixed + eot) and fixed[2]["steps"] == 2
+    assert fixed[0]["network_evaluations_attack_per_image"] == 4 * 2       # classes x attack timesteps, one pass
+    assert eot[0]["network_evaluations_attack_per_image"] == 4 * 2 * 2     # ... times the EOT passes
+    assert eot[0]["eot_samples"] == 2 and fixed[0]["eot_samples"] == 1
     assert all(r["max_perturbation"] <= r["eps"] + 1e-6 for r in rep["results"])
     assert len(out["per_sample"]["whitebox/fgsm/diffusion"]["correct"]) == 3
+    assert len(out["per_sample"]["whitebox/fgsm/diffusion/eot"]["correct"]) == 3
+    # the sanity checks run per threat model: an eps sweep and one-step vs iterative for Linf and for L2
+    sweeps = {(c["defence"], c["norm"]) for c in rep["sanity"] if c["check"] == "accuracy falls as eps grows"}
+    assert {("vanilla", "l2"), ("vanilla", "linf"), ("diffusion (fixed draws)", "l2")} <= sweeps
+    steps = [c for c in rep["sanity"] if c["check"] == "more iterations do not raise accuracy"]
+    assert {(c["one_step"], c["iterative"]) for c in steps} == {("fgm-l2", "pgd-l2")}
     md = to_markdown(rep)
     assert "Transfer attacks" in md and "Adaptive white-box" in md and "Sanity checks" in md
+    assert "| diffusion, fixed draws |" in md and "| diffusion, EOT over 2 draws |" in md
     paths = write_report(out, tmp_path)
     assert json.loads(paths["json"].read_text())["schema"] == "rguide.robustness/1"

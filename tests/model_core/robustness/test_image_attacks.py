@@ -103,3 +103,50 @@ def test_binomial_interval():
     lo, hi = binomial_interval(50, 100)
     assert lo == pytest.approx(0.3983, abs=1e-3) and hi == pytest.approx(0.6017, abs=1e-3)
     assert binomial_interval(0, 10)[0] == 0.0 and binomial_interval(10, 10)[1] == 1.0
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.4)])
+def test_one_step_attacks_respect_their_eps_in_both_norms(norm, eps):
+    model = _linear()
+    x, y = _data()
+    x = x.clamp(-0.5, 0.5)            # eps < 0.5 from the pixel range: clipping cannot shorten the step
+    adv = fgsm(model, x, y, eps=eps, norm=norm)
+    d = (adv - x).flatten(1)
+    r = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+    # one step to the edge of the ball: exactly eps (a non-zero gradient), never more
+    assert torch.allclose(r, torch.full_like(r, eps), atol=1e-5)
+    g = input_gradient(model, x, y).flatten(1)
+    if norm == "l2":                  # along the gradient, not its sign
+        assert torch.allclose(d, eps * g / g.norm(dim=1, keepdim=True), atol=1e-5)
+    ce = torch.nn.functional.cross_entropy
+    assert ce(model(adv), y) > ce(model(x), y)
+    with pytest.raises(ValueError):
+        fgsm(model, x, y, eps=eps, norm="l1")
+
+
+def test_every_threat_model_has_a_one_step_and_an_iterative_attack_at_one_radius():
+    from model_core.robustness.threats import NORMS, SANITY_EPS, one_step_of
+
+    for norm in NORMS:
+        pgds = [a for a in ATTACKS.values() if a.kind == "pgd" and a.norm == norm]
+        assert pgds and all(one_step_of(a) is not None and one_step_of(a).eps == a.eps for a in pgds)
+        assert any(a.kind == "autoattack" and a.norm == norm for a in ATTACKS.values())
+        assert len(SANITY_EPS[norm]) >= 2
+    # L2 radius: the demo robust classifier's training radius (2.0 in [-1, 1] units)
+    assert model_eps(ATTACKS["pgd-l2"].eps) == 2.0 and ATTACKS["fgm-l2"].norm == "l2"
+
+
+def test_l2_autoattack_adapter_runs_and_respects_eps():
+    pytest.importorskip("pyautoattack")
+    from model_core.robustness.autoattack_adapter import autoattack
+
+    model = _linear()
+    x, y = _data(8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    adv = autoattack(model, x, y, norm="l2", eps01=1.0, seed=0, batch_size=8)
+    # L2 1.0 in [0, 1] units is 2.0 in the model's units
+    assert ((adv - x).flatten(1).norm(dim=1) <= 2.0 + 1e-4).all()
+    assert adv.min() >= -1 and adv.max() <= 1
+    with torch.no_grad():
+        assert (model(adv).argmax(1) != y).any()
