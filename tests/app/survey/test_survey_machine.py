@@ -292,7 +292,7 @@ def test_the_machine_votes_migration_and_constraints_on_postgresql(service_facto
     assert "machine_pilot" not in {c["name"] for c in insp.get_columns("survey_studies")}
     db.dispose_engines()
     db.upgrade(url)
-    assert db.current_revision(url) == db.head_revision() == "0010_machine_votes"
+    assert db.current_revision(url) == db.head_revision()
     uniques = {tuple(u["column_names"]) for u in inspect(db.get_engine(url)).get_unique_constraints(
         "survey_machine_votes")}
     assert ("pair_id", "rater") in uniques
