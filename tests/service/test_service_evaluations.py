@@ -81,6 +81,10 @@ def test_an_evaluation_survives_a_worker_killed_mid_shard_and_equals_one_process
     merged = body["report"]["rows"]
     assert [(r["method"], r["scale"]) for r in merged] == [(r["method"], r["scale"]) for r in one["rows"]]
     for a, b in zip(merged, one["rows"]):
-        assert abs(a["fid"] - b["fid"]) < 1e-6, (a["fid"], b["fid"])
+        # A shard's batch mixes rows and has another size than the one-process run's, and float32 kernels may
+        # round differently by batch size (docs/sampling.md: x_0 equal to about 1e-6, not bit for bit). FID of
+        # 10 images is ill-conditioned enough to turn that into ~5e-6 relative on some CPUs (seen: 900.7124
+        # against 900.7172 for the unguided row, the guided row identical); the k-NN metrics must still agree.
+        assert a["fid"] == pytest.approx(b["fid"], rel=1e-4), (a["fid"], b["fid"])
         for m in ("precision", "recall", "label_accuracy"):
             assert a[m] == pytest.approx(b[m], abs=1e-12), m
