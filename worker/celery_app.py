@@ -17,6 +17,9 @@ EVALUATION_TASK_NAME = "rguide.evaluate_shard"
 CLASSIFICATION_TASK_NAME = "rguide.classify"
 MACHINE_VOTES_TASK_NAME = "rguide.machine_votes"
 ROBUSTNESS_TASK_NAME = "rguide.robustness_report"
+# Every task the workers run; all share the service's one queue.
+TASK_NAMES = (TASK_NAME, ANALYSIS_TASK_NAME, EVALUATION_TASK_NAME, CLASSIFICATION_TASK_NAME, MACHINE_VOTES_TASK_NAME,
+              ROBUSTNESS_TASK_NAME)
 log = logging.getLogger("rguide.enqueue")
 
 
@@ -41,11 +44,7 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         task_default_queue=settings.queue,
-        task_routes={TASK_NAME: {"queue": settings.queue}, ANALYSIS_TASK_NAME: {"queue": settings.queue},
-                     EVALUATION_TASK_NAME: {"queue": settings.queue},
-                     CLASSIFICATION_TASK_NAME: {"queue": settings.queue},
-                     MACHINE_VOTES_TASK_NAME: {"queue": settings.queue},
-                     ROBUSTNESS_TASK_NAME: {"queue": settings.queue}},
+        task_routes={name: {"queue": settings.queue} for name in TASK_NAMES},
         # A task is acknowledged when it finishes, not when it starts: if the
         # worker dies, the broker still has it. One task reserved at a time,
         # so a busy worker never sits on jobs another worker could run.
