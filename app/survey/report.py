@@ -169,8 +169,12 @@ def study_header(session: Session, study: Study, stats: dict) -> dict:
             "exits": exits.all_exits(study), "machine": machine_section(session, study)}
 
 
-def machine_lines(got: dict) -> list[str]:
-    """The machine pilot's results (``app.survey.machine.results``) in a few sentences for pages and reports."""
+def machine_lines(got: dict, *, with_humans: bool = True) -> list[str]:
+    """The machine pilot's results (``app.survey.machine.results``) in a few sentences for pages and reports.
+
+    ``with_humans=False`` leaves out the agreement with the human answers: while a study collects, its page hides
+    the human counts, and per-pair agreement with the machine's majorities would give part of them away.
+    """
     s, power = got["stats"], got["power"]
     lines = [f"{s['n_answers']} machine answers on {s['n_pairs']} pairs from {s['n_raters']} simulated raters."]
     for entry in (s.get("arm_pairs") or [s]):
@@ -198,7 +202,7 @@ def machine_lines(got: dict) -> list[str]:
     else:
         lines.append("Power planner: no plan (the machine votes show no preference to detect, or their ICC is "
                      "undefined).")
-    ag = got.get("agreement_with_humans")
+    ag = got.get("agreement_with_humans") if with_humans else None
     if ag:
         lines.append(f"Agreement with the human answers on {ag['pairs_compared']} pairs (per-pair majorities): "
                      f"{_pct(ag['majority_agreement'])} agree, Gwet's AC1 {_num(ag['gwet_ac1'])}, Krippendorff's "
@@ -215,8 +219,11 @@ def _num(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def machine_section(session: Session, study: Study) -> dict | None:
-    """The report's "machine raters: a proxy" section, when the study has machine votes; else None."""
+def machine_section(session: Session, study: Study, *, with_humans: bool = True) -> dict | None:
+    """The report's "machine raters: a proxy" section, when the study has machine votes; else None.
+
+    ``with_humans``: whether to include the agreement with the human answers (see ``machine_lines``).
+    """
     from app.survey import machine
 
     try:
@@ -225,7 +232,7 @@ def machine_section(session: Session, study: Study) -> dict | None:
         got = machine.results(session, study, n_boot=0, seed=0, n_boot_plan=200)
     except ValueError:
         return None
-    return {"note": got["note"], "limits": got["limits"], "lines": machine_lines(got),
+    return {"note": got["note"], "limits": got["limits"], "lines": machine_lines(got, with_humans=with_humans),
             "link": f"/v1/surveys/{study.id}/machine-report"}
 
 

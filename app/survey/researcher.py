@@ -128,23 +128,27 @@ def survey_page(study_id: str, request: Request, preferences: bool = False,
     _, study = found
     info = studies.summary(session, study, base_url=str(request.base_url), with_pairs=True, preferences=preferences)
     live = study.status in ("generating", "open")
-    pilot = _machine_context(session, study)
+    show_preferences = preferences or study.status == "closed"
+    pilot = _machine_context(session, study, with_humans=show_preferences)
     rater_url = info["links"]["rater_url"]
     return render(request, "survey/researcher_study.html", {
         "title": study.title, "s": info, "live": live, "csrf": _csrf(request),
-        "show_preferences": preferences or study.status == "closed",
+        "show_preferences": show_preferences,
         "prolific_url": rater_url + "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}",
         "mturk_url": rater_url, "outcomes": exits.OUTCOMES, "machine": pilot},
         headers={"Refresh": "10"} if live else None)
 
 
-def _machine_context(session: Session, study) -> dict:
-    """The page's "machine raters: a proxy" section: the pilot's status and, once it has votes, its numbers."""
+def _machine_context(session: Session, study, *, with_humans: bool) -> dict:
+    """The page's "machine raters: a proxy" section: the pilot's status and, once it has votes, its numbers.
+
+    ``with_humans`` only where the page shows the human counts too (closed, or ?preferences=1).
+    """
     from app.survey import machine
     from app.survey.report import machine_section
 
     status = machine.status(session, study)
-    section = machine_section(session, study) if status["votes"] else None
+    section = machine_section(session, study, with_humans=with_humans) if status["votes"] else None
     return {"status": status, "available": machine.has_judge(study),
             "lines": section["lines"] if section else None, "limits": section["limits"] if section else None}
 

@@ -54,7 +54,13 @@ def test_the_researcher_page_shows_the_machine_pilot_apart_from_the_human_answer
         assert "succeeded" in page.inner_text("#machine-status") and "20 machine votes" in page.inner_text(
             "#machine-status")
         summary = page.inner_text("#machine-summary")
-        assert "20 machine answers on 4 pairs" in summary and "Agreement with the human answers" in summary
+        # While the study collects, the human counts are hidden, and so is the agreement with them.
+        assert "20 machine answers on 4 pairs" in summary and "Agreement with the human answers" not in summary
+        assert "hidden with the preference counts" in page.inner_text("#machine-agreement-hidden")
+        with page.expect_navigation():
+            page.click("#preferences-hidden a")
+        summary = page.inner_text("#machine-summary")
+        assert "Agreement with the human answers" in summary and page.locator("#machine-agreement-hidden").count() == 0
         shot(page, "survey-researcher-machine")
         assert recorders[1].problems == []
         with page.expect_navigation() as nav:
