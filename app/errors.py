@@ -69,7 +69,19 @@ def _json_safe(value):
     return value
 
 
+class Answer(Exception):
+    """Raised by a dependency to send ``response`` instead of running the route (a sign-in page, a refusal)."""
+
+    def __init__(self, response) -> None:
+        super().__init__(getattr(response, "status_code", None))
+        self.response = response
+
+
 def install(app: FastAPI) -> None:
+    @app.exception_handler(Answer)
+    async def answer(request: Request, exc: Answer):
+        return exc.response
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         found = exc.errors()

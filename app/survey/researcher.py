@@ -26,7 +26,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from app.errors import excerpt
+from app.errors import Answer, excerpt
 from app.deps import get_db
 from app.keys import find_key
 from app.survey import access, exits, quality, security, studies
@@ -107,6 +107,27 @@ def _signed_in(request: Request, session: Session, study_id: str):
     return key, studies.refresh(session, study)
 
 
+def signed_in(study_id: str, request: Request, session: Session = Depends(get_db)):
+    """Dependency: (key, study) for a signed-in researcher who may see the study; else the sign-in page or a 404."""
+    found = _signed_in(request, session, study_id)
+    if isinstance(found, Response):
+        raise Answer(found)
+    return found
+
+
+def signed_form(study_id: str, request: Request, csrf: Annotated[str | None, Form()] = None,
+                found=Depends(signed_in)):
+    """Dependency for every POST of these pages: signed in (checked first), and the form's CSRF token matches."""
+    refused = _csrf_refused(request, csrf, study_id)
+    if refused:
+        raise Answer(refused)
+    return found
+
+
+SignedIn = Annotated[tuple, Depends(signed_in)]
+SignedForm = Annotated[tuple, Depends(signed_form)]
+
+
 def _csrf(request: Request) -> str:
     return security.researcher_csrf(request.app.state.session_secret, request.cookies.get(security.RESEARCHER_COOKIE, ""))
 
@@ -120,11 +141,8 @@ def _csrf_refused(request: Request, token: str | None, study_id: str) -> Respons
 
 
 @router.get("/surveys/{study_id}")
-def survey_page(study_id: str, request: Request, preferences: bool = False,
+def survey_page(study_id: str, request: Request, found: SignedIn, preferences: bool = False,
                 session: Session = Depends(get_db)) -> Response:
-    found = _signed_in(request, session, study_id)
-    if isinstance(found, Response):
-        return found
     _, study = found
     info = studies.summary(session, study, base_url=str(request.base_url), with_pairs=True, preferences=preferences)
     live = study.status in ("generating", "open")
@@ -154,7 +172,7 @@ def _machine_context(session: Session, study, *, with_humans: bool) -> dict:
 
 
 @router.post("/surveys/{study_id}/machine-votes")
-def survey_machine_votes(study_id: str, request: Request, csrf: Annotated[str | None, Form()] = None,
+def survey_machine_votes(study_id: str, request: Request, found: SignedForm,
                          session: Session = Depends(get_db)) -> Response:
     from app.survey import machine
     from app.survey.schemas import MachinePilotSpec
@@ -162,12 +180,6 @@ def survey_machine_votes(study_id: str, request: Request, csrf: Annotated[str | 
     from worker.celery_app import MACHINE_VOTES_TASK_NAME
     from worker.survey_models import MachineVoteJob
 
-    found = _signed_in(request, session, study_id)
-    if isinstance(found, Response):
-        return found
-    refused = _csrf_refused(request, csrf, study_id)
-    if refused:
-        return refused
     key, study = found
     back = f"/researcher/surveys/{study_id}"
     try:
@@ -181,10 +193,8 @@ def survey_machine_votes(study_id: str, request: Request, csrf: Annotated[str | 
 
 
 @router.get("/surveys/{study_id}/close")
-def survey_close_confirm(study_id: str, request: Request, session: Session = Depends(get_db)) -> Response:
-    found = _signed_in(request, session, study_id)
-    if isinstance(found, Response):
-        return found
+def survey_close_confirm(study_id: str, request: Request, found: SignedIn,
+                         session: Session = Depends(get_db)) -> Response:
     _, study = found
     info = studies.summary(session, study)
     return render(request, "survey/researcher_confirm.html", {
@@ -199,14 +209,8 @@ def survey_close_confirm(study_id: str, request: Request, session: Session = Dep
 
 
 @router.post("/surveys/{study_id}/close")
-def survey_close(study_id: str, request: Request, csrf: Annotated[str | None, Form()] = None,
+def survey_close(study_id: str, request: Request, found: SignedForm,
                  session: Session = Depends(get_db)) -> Response:
-    found = _signed_in(request, session, study_id)
-    if isinstance(found, Response):
-        return found
-    refused = _csrf_refused(request, csrf, study_id)
-    if refused:
-        return refused
     _, study = found
     try:
         studies.close_study(session, study)
@@ -216,14 +220,8 @@ def survey_close(study_id: str, request: Request, csrf: Annotated[str | None, Fo
 
 
 @router.post("/surveys/{study_id}/reopen")
-def survey_reopen(study_id: str, request: Request, csrf: Annotated[str | None, Form()] = None,
+def survey_reopen(study_id: str, request: Request, found: SignedForm,
                   session: Session = Depends(get_db)) -> Response:
-    found = _signed_in(request, session, study_id)
-    if isinstance(found, Response):
-        return found
-    refused = _csrf_refused(request, csrf, study_id)
-    if refused:
-        return refused
     try:
         studies.reopen_study(session, found[1])
     except studies.StudyStateError as exc:
@@ -241,19 +239,13 @@ def _int_field(value: str | None, name: str) -> int | None:
 
 
 @router.post("/surveys/{study_id}/caps")
-def survey_caps(study_id: str, request: Request, csrf: Annotated[str | None, Form()] = None,
+def survey_caps(study_id: str, request: Request, found: SignedForm,
                 raters_per_pair: Annotated[str | None, Form()] = None,
                 pairs_per_rater: Annotated[str | None, Form()] = None,
                 timeout_minutes: Annotated[str | None, Form()] = None,
                 session: Session = Depends(get_db)) -> Response:
     from app.validation import RequestInvalid
 
-    found = _signed_in(request, session, study_id)
-    if isinstance(found, Response):
-        return found
-    refused = _csrf_refused(request, csrf, study_id)
-    if refused:
-        return refused
     back = f"/researcher/surveys/{study_id}"
     try:
         changes = {"raters_per_pair": _int_field(raters_per_pair, "raters per pair"),
@@ -278,10 +270,8 @@ def survey_caps(study_id: str, request: Request, csrf: Annotated[str | None, For
 
 
 @router.get("/surveys/{study_id}/raters")
-def survey_raters(study_id: str, request: Request, session: Session = Depends(get_db)) -> Response:
-    found = _signed_in(request, session, study_id)
-    if isinstance(found, Response):
-        return found
+def survey_raters(study_id: str, request: Request, found: SignedIn,
+                  session: Session = Depends(get_db)) -> Response:
     _, study = found
     rows = quality.rater_rows(session, study)
     return render(request, "survey/researcher_raters.html", {
@@ -298,15 +288,9 @@ def _rater_of(session: Session, study, rater_id: str):
 
 
 @router.post("/surveys/{study_id}/raters/{rater_id}/{action}")
-def survey_rater_action(study_id: str, rater_id: str, action: str, request: Request,
-                        csrf: Annotated[str | None, Form()] = None, reason: Annotated[str | None, Form()] = None,
+def survey_rater_action(study_id: str, rater_id: str, action: str, request: Request, found: SignedForm,
+                        reason: Annotated[str | None, Form()] = None,
                         session: Session = Depends(get_db)) -> Response:
-    found = _signed_in(request, session, study_id)
-    if isinstance(found, Response):
-        return found
-    refused = _csrf_refused(request, csrf, study_id)
-    if refused:
-        return refused
     _, study = found
     rater = _rater_of(session, study, rater_id)
     back = f"/researcher/surveys/{study_id}/raters"
@@ -323,11 +307,8 @@ def survey_rater_action(study_id: str, rater_id: str, action: str, request: Requ
 
 
 @router.get("/surveys/{study_id}/raters/{rater_id}/delete")
-def survey_rater_delete_confirm(study_id: str, rater_id: str, request: Request,
+def survey_rater_delete_confirm(study_id: str, rater_id: str, request: Request, found: SignedIn,
                                 session: Session = Depends(get_db)) -> Response:
-    found = _signed_in(request, session, study_id)
-    if isinstance(found, Response):
-        return found
     _, study = found
     rater = _rater_of(session, study, rater_id)
     if rater is None:

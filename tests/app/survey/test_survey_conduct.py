@@ -512,6 +512,14 @@ def test_the_researcher_pages_exclude_include_and_delete_a_rater(api):
     rater_id = re.search(r'id="rater-([0-9a-f]{32})"', page.text).group(1)
     csrf = field_value(page.text, "csrf")
     assert web.post(f"/researcher/surveys/{sid}/raters/{rater_id}/exclude", data={}).status_code == 403
+    # Signed out, the sign-in check comes first: the sign-in page, whatever the form holds; nothing changes.
+    stranger = TestClient(api.app)
+    r = stranger.post(f"/researcher/surveys/{sid}/raters/{rater_id}/exclude", data={"csrf": csrf},
+                      follow_redirects=False)
+    assert r.status_code in (303, 307) and "/researcher/login" in r.headers["location"], r.status_code
+    assert stranger.post(f"/researcher/surveys/{sid}/close", data={"csrf": csrf},
+                         follow_redirects=False).status_code in (303, 307)
+    assert "researcher: " not in web.get(f"/researcher/surveys/{sid}/raters").text
     r = web.post(f"/researcher/surveys/{sid}/raters/{rater_id}/exclude", data={"csrf": csrf, "reason": "test"})
     assert r.status_code == 200 and "researcher: test" in r.text and ">Include</button>" in r.text
     r = web.post(f"/researcher/surveys/{sid}/raters/{rater_id}/include", data={"csrf": csrf})
