@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None, help="preset name (default: $RGUIDE_PRESET, else demo, else tiny)")
     p.add_argument("--guidance", default="none,vanilla,robust", help="comma-separated methods")
     p.add_argument("--scales", default="0.25,0.5,1,2",
-                   help="comma-separated guidance scales, or 'preset': each method's default scale and twice it")
+                   help="comma-separated guidance scales; 'preset': each method's default scale and twice it; "
+                        "'default': each method's default scale only")
     p.add_argument("--per-class", type=int, default=50, help="generated images per class and row")
     p.add_argument("--steps", default=None, help="respacing, e.g. 100, ddim50 or logsnr20 (default: the preset's)")
     p.add_argument("--sampler", default=None, choices=samplers.names(), help="default: the preset's")
@@ -127,9 +128,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise CLIError("; ".join(missing))
     if args.samplers is not None and (args.steps is not None or args.sampler is not None):
         raise CLIError("--samplers names the steps of every row set: leave out --steps and --sampler")
-    if args.scales.strip().lower() == "preset":
-        scales, method_scales = [1.0], {m: [preset.scale_for(m, None), 2 * preset.scale_for(m, None)]
-                                        for m in methods if m != "none"}
+    word = args.scales.strip().lower()
+    if word in ("preset", "default"):
+        base = {m: preset.scale_for(m, None) for m in methods if m != "none"}
+        scales, method_scales = [1.0], {m: [s, 2 * s] if word == "preset" else [s] for m, s in base.items()}
     else:
         scales, method_scales = _floats(args.scales, "--scales"), None
     settings = EvalSettings(preset=preset.name, methods=methods, scales=scales, method_scales=method_scales,

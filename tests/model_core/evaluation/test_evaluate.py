@@ -98,6 +98,19 @@ def test_evaluate_compares_samplers_on_shared_seeds_with_costs_and_seed_noise(tm
     assert "--samplers entry 'heun:5'" in capsys.readouterr().err
 
 
+def test_evaluate_scales_default_is_each_methods_preset_scale_only(tmp_path, assets):
+    out = tmp_path / "ev"
+    argv = ["evaluate", "--preset", "tiny", "--guidance", "none,vanilla,robust", "--scales", "default",
+            "--per-class", "1", "--steps", "2", "--seed", "5", "--features", "digits",
+            "--feature-weights", str(assets / "feat.pt"), "--real", str(assets / "real.npz"), "--k", "1",
+            "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    tiny = get_preset("tiny")
+    assert [(r["method"], r["scale"]) for r in rows] == [
+        ("none", 0.0), ("vanilla", tiny.scale_for("vanilla", None)), ("robust", tiny.scale_for("robust", None))]
+
+
 def test_same_seed_same_image_whatever_the_row_order(tmp_path, assets):
     kw = dict(preset="tiny", per_class=1, steps="2", seed=3, features="digits",
               feature_weights=str(assets / "feat.pt"), real_data=str(assets / "real.npz"), k=1)
