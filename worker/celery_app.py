@@ -10,16 +10,17 @@ import logging
 from celery import Celery
 
 from worker.config import Settings
+from worker.job_kinds import BY_KEY, KINDS
 
-TASK_NAME = "rguide.generate"
-ANALYSIS_TASK_NAME = "rguide.analyze"
-EVALUATION_TASK_NAME = "rguide.evaluate_shard"
-CLASSIFICATION_TASK_NAME = "rguide.classify"
-MACHINE_VOTES_TASK_NAME = "rguide.machine_votes"
-ROBUSTNESS_TASK_NAME = "rguide.robustness_report"
+# The task of each job kind (worker.job_kinds), by the names the enqueuing code uses.
+TASK_NAME = BY_KEY["generation"].task
+ANALYSIS_TASK_NAME = BY_KEY["analysis"].task
+EVALUATION_TASK_NAME = BY_KEY["evaluation_shard"].task
+CLASSIFICATION_TASK_NAME = BY_KEY["classification"].task
+MACHINE_VOTES_TASK_NAME = BY_KEY["machine_votes"].task
+ROBUSTNESS_TASK_NAME = BY_KEY["robustness_report"].task
 # Every task the workers run; all share the service's one queue.
-TASK_NAMES = (TASK_NAME, ANALYSIS_TASK_NAME, EVALUATION_TASK_NAME, CLASSIFICATION_TASK_NAME, MACHINE_VOTES_TASK_NAME,
-              ROBUSTNESS_TASK_NAME)
+TASK_NAMES = tuple(kind.task for kind in KINDS)
 log = logging.getLogger("rguide.enqueue")
 
 

@@ -13,24 +13,16 @@ import threading
 from sqlalchemy import func, select, update
 
 from worker import jobs
-from worker.analysis_models import AnalysisJob
-from worker.classification_models import ClassificationJob
-from worker.celery_app import (ANALYSIS_TASK_NAME, CLASSIFICATION_TASK_NAME, EVALUATION_TASK_NAME,
-                               MACHINE_VOTES_TASK_NAME, ROBUSTNESS_TASK_NAME, TASK_NAME, Enqueuer)
+from worker.celery_app import Enqueuer
 from worker.config import Settings
 from worker.db import session_factory
-from worker.evaluation_models import EvaluationShard
-from worker.models import Job
-from worker.robustness_models import RobustnessJob
-from worker.survey_models import MachineVoteJob
+from worker.job_kinds import KINDS
 
 log = logging.getLogger("rguide.reaper")
 
 
-# Every job table and the task that runs its jobs; their messages share one broker queue.
-TABLES = ((Job, TASK_NAME), (AnalysisJob, ANALYSIS_TASK_NAME), (EvaluationShard, EVALUATION_TASK_NAME),
-          (ClassificationJob, CLASSIFICATION_TASK_NAME), (MachineVoteJob, MACHINE_VOTES_TASK_NAME),
-          (RobustnessJob, ROBUSTNESS_TASK_NAME))
+# Every job table and the task that runs its jobs (worker.job_kinds); their messages share one broker queue.
+TABLES = tuple((kind.model(), kind.task) for kind in KINDS)
 
 
 def reap_once(settings: Settings, enqueuer: Enqueuer) -> jobs.ReapResult:

@@ -14,9 +14,9 @@ import threading
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from worker.celery_app import (ANALYSIS_TASK_NAME, CLASSIFICATION_TASK_NAME, EVALUATION_TASK_NAME,
-                               MACHINE_VOTES_TASK_NAME, ROBUSTNESS_TASK_NAME, TASK_NAME, make_celery)
+from worker.celery_app import make_celery
 from worker.config import Settings, WorkerProcess
+from worker.job_kinds import KINDS
 
 log = logging.getLogger("rguide.worker")
 
@@ -24,52 +24,19 @@ settings = Settings.from_env()
 app = make_celery(settings)
 
 
-@app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def generate(job_id: str) -> str:
-    """Run generation job ``job_id``; the job row holds everything else."""
-    from worker.runner import run_job
+def _task(kind):
+    def run(job_id: str) -> str:
+        return kind.run(settings, str(job_id))
 
-    return run_job(settings, str(job_id))
-
-
-@app.task(name=ANALYSIS_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def analyze(job_id: str) -> str:
-    """Run analysis job ``job_id`` (gradient maps, class maximisation, ...); the row holds its settings."""
-    from worker.analysis_runner import run_analysis_job
-
-    return run_analysis_job(settings, str(job_id))
+    run.__name__ = run.__qualname__ = kind.key
+    run.__doc__ = kind.summary
+    # Acknowledged when finished and rejected if the worker dies: the broker keeps the message until a worker
+    # has run the job (the job row and the reaper guard against running it twice).
+    return app.task(name=kind.task, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(run)
 
 
-@app.task(name=EVALUATION_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def evaluate_shard(shard_id: str) -> str:
-    """Run evaluation shard ``shard_id`` (its images, their features; the row's merge when it is the last)."""
-    from worker.evaluation_runner import run_shard_job
-
-    return run_shard_job(settings, str(shard_id))
-
-
-@app.task(name=CLASSIFICATION_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def classify(job_id: str) -> str:
-    """Run classification job ``job_id`` (diffusion classifier or a classifier at t = 0)."""
-    from worker.classification_runner import run_classification_job
-
-    return run_classification_job(settings, str(job_id))
-
-
-@app.task(name=MACHINE_VOTES_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def machine_votes(job_id: str) -> str:
-    """Run machine-vote job ``job_id``: the machine judge answers a study's pairs (docs/pilot.md)."""
-    from worker.machine_vote_runner import run_machine_vote_job
-
-    return run_machine_vote_job(settings, str(job_id))
-
-
-@app.task(name=ROBUSTNESS_TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def robustness_report(job_id: str) -> str:
-    """Run robustness-report job ``job_id`` (a preset's defences under attack); the row holds its settings."""
-    from worker.robustness_runner import run_robustness_job
-
-    return run_robustness_job(settings, str(job_id))
+# One task per job kind (worker.job_kinds), by its key: TASKS["generation"].delay(job_id).
+TASKS = {kind.key: _task(kind) for kind in KINDS}
 
 
 # -- worker presence and preloading -------------------------------------------------------
