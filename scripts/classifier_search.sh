@@ -19,12 +19,11 @@ cd "$(dirname "$0")/.."
 OUT=$2
 PGD=${3:-3,4,5,6}; MAX=${4:-4,6,8,10,12,16}
 rguide=.venv/bin/rguide
+source scripts/pgd20.sh
 mkdir -p "$OUT"
 if [ "$1" = vanilla ]; then WHO=vanilla; else WHO=robust; export RGUIDE_DEMO_ROBUST=$(realpath "$1"); fi
 for eps in ${PGD//,/ }; do
-  f="$OUT/pgd20_eps$eps.json"
-  [ -f "$f" ] || $rguide evaluate-classifier --preset demo --buckets 4 --seed 0 --eps "$eps" \
-      --step-size "$(python3 -c "print($eps/8)")" --attack-steps 20 --classifiers "$WHO" --no-progress --out "$f" | tail -2
+  pgd20 "$eps" "$OUT/pgd20_eps$eps.json" --classifiers "$WHO" | tail -2
 done
 for eps in ${MAX//,/ }; do
   d="$OUT/maximize_eps$eps"

@@ -12,16 +12,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=$1; VAL=$2; EPS=${3:-5}
-rguide=.venv/bin/rguide
+source scripts/pgd20.sh
 mkdir -p "$RUN/select"
 i=0
 for d in "$RUN"/snapshots/step-*; do
   ws=ema; [ $((i % 4)) -eq 3 ] && ws="ema model"; i=$((i + 1))
   for w in $ws; do
     f="$RUN/select/$(basename "$d")-$w-eps$EPS.json"
-    [ -f "$f" ] || RGUIDE_DEMO_ROBUST=$(realpath "$d/$w.pt") $rguide evaluate-classifier --preset demo --classifiers robust \
-      --data "$VAL" --buckets 4 --seed 0 --eps "$EPS" --step-size "$(python3 -c "print($EPS/8)")" --attack-steps 20 \
-      --no-progress --out "$f" > /dev/null
+    RGUIDE_DEMO_ROBUST=$(realpath "$d/$w.pt") pgd20 "$EPS" "$f" --classifiers robust --data "$VAL" > /dev/null
   done
 done
 python3 - "$RUN/select" "$EPS" <<'PY'
