@@ -152,6 +152,13 @@ class PresetOut(BaseModel):
     num_classes: int
     classes: list[ClassOut]
     guidance_methods: list[str]
+    unavailable_methods: dict[str, str] = Field(
+        default_factory=dict, description="methods this preset cannot offer, with the reason (e.g. 'diffusion' "
+                                          "on a preset whose diffusion model is unconditional)")
+    guidance_cost: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="per guided method, the network evaluations one guided step adds per "
+                                          "image beyond the sampler's UNet forward: {'unet': n, 'classifier': m} "
+                                          "(classifier: forward + backward pairs)")
     default_scales: dict[str, float]
     arms: list[ArmOut] = Field(description="named (method, scale) settings of the preset")
     comparison: list[str] = Field(description="the two arms that guidance 'pair' samples, seed-matched")
