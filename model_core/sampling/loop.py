@@ -54,8 +54,9 @@ def guidance_generator(seed: int, step: int) -> torch.Generator:
     """A CPU generator for a guidance provider's draws at one step of one trajectory.
 
     A function of (seed, step) alone, mixed by SplitMix64 so that nearby seeds
-    and steps give unrelated streams, and never the seed of a trajectory's own
-    stream (the offset keeps (seed, step) off ``manual_seed(seed)``).
+    and steps give unrelated streams and none replays a trajectory's own stream
+    (``manual_seed(seed)``, whose x_T it would correlate with); a collision of
+    the 63-bit mix is possible in principle, as for any derived seed.
     """
     z = (int(seed) + 0x9E3779B97F4A7C15 * (int(step) + 1) + 0x5DEECE66D) & _MASK64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
