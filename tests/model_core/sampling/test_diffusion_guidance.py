@@ -254,3 +254,20 @@ def test_the_pipeline_guides_with_its_own_unet_and_keeps_the_seed_contract(tmp_p
     calls = prov.calls
     pipe.sample([0], [1], "diffusion", 2.0, "3")
     assert prov.calls - calls == 3 * 4 * (1 + 1)  # steps x classes x (draws + 1)
+
+
+def test_evaluation_rows_count_the_diffusion_methods_unet_forwards():
+    import numpy as np
+
+    from model_core.evaluation.plan import EvalSettings, Plan, Row
+    from model_core.evaluation.shards import row_result
+
+    labels = tuple(range(10))
+    plan = Plan(EvalSettings(preset="demo", methods=["none", "robust", "diffusion"]), "demo", (), labels,
+                "digits", None, "mnist", "test")
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(20, 8)), rng.normal(size=(10, 8)).astype(np.float32)
+    cost = {m: row_result(plan, Row(0, "ddpm", "50", 50, m, 1.0, 0, 0), fake, None, real, None)
+            for m in ("none", "robust", "diffusion")}
+    assert {m: (r["unet_evals_per_image"], r["classifier_evals_per_image"]) for m, r in cost.items()} == {
+        "none": (50, 0), "robust": (50, 50), "diffusion": (50 * (1 + 10 * 3), 0)}
