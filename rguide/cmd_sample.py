@@ -16,9 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Each PNG carries its settings; DIR/samples.json lists them all.")
     p.add_argument("--preset", default=None, help="preset name (default: $RGUIDE_PRESET, else demo, else tiny)")
     p.add_argument("--labels", required=True, help="comma-separated class indices or names, e.g. 3,7 or 'goldfish,tench'")
-    p.add_argument("--guidance", default="pair", help="none | vanilla | robust | pair | diffusion (the diffusion model as its "
-                                                      "own classifier; class-conditional presets only) | another "
-                                                      "method the preset lists")
+    p.add_argument("--guidance", default="pair",
+                   help="none | vanilla | robust | pair | diffusion (the diffusion model as its own classifier; "
+                        "class-conditional presets only) | another method the preset lists")
     p.add_argument("--scale", default=None,
                    help="guidance scale: a number, or per method 'robust=1.0,vanilla=0.5' (default: the preset's)")
     p.add_argument("--steps", default=None,
