@@ -152,6 +152,13 @@ class PresetOut(BaseModel):
     num_classes: int
     classes: list[ClassOut]
     guidance_methods: list[str]
+    unavailable_methods: dict[str, str] = Field(
+        default_factory=dict, description="methods this preset cannot offer, with the reason (e.g. 'diffusion' "
+                                          "on a preset whose diffusion model is unconditional)")
+    guidance_cost: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="per guided method, the network evaluations one guided step adds per "
+                                          "image beyond the sampler's UNet forward: {'unet': n, 'classifier': m} "
+                                          "(classifier: forward + backward pairs)")
     default_scales: dict[str, float]
     arms: list[ArmOut] = Field(description="named (method, scale) settings of the preset")
     comparison: list[str] = Field(description="the two arms that guidance 'pair' samples, seed-matched")
@@ -244,7 +251,8 @@ class AnalysisRequest(BaseModel):
                                              "images (else held-out ones); at most RGUIDE_MAX_IMAGES")
     heldout: Count | None = Field(None, description="gradients, maximize: how many held-out images "
                                                     "(default: all)")
-    classifiers: list[Name] | None = Field(None, max_length=64, description="default: all of the preset's")
+    classifiers: list[Name] | None = Field(None, max_length=64,
+                                           description="default: all of the preset's classifier networks")
     seed: Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)] | None = Field(
         None, description="noise, picks and random targets; the first sample seed (default 0)")
     show: Count | None = Field(None, description="images in the picture (the numbers use all)")
@@ -265,7 +273,8 @@ class AnalysisRequest(BaseModel):
     frames: Count | None = Field(None, description="trajectory: frames per run (default 8)")
     steps: StepsSpec | None = Field(None, description="trajectory, compare, sweep: respacing")
     sampler: SamplerName | None = None
-    methods: list[Name] | None = Field(None, max_length=32, description="sweep: methods (default: all)")
+    methods: list[Name] | None = Field(None, max_length=32, description="sweep: methods (default: none and the "
+                                                                             "classifier networks; 'diffusion' when named)")
     scales: list[Number] | None = Field(None, max_length=32, description="sweep: guidance scales")
     per_class: Count | None = Field(None, description="sweep: images per class and row (default 50)")
     k: Count | None = Field(None, description="sweep: k of the k-NN precision/recall (default 3)")

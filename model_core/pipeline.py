@@ -47,7 +47,10 @@ class Pipeline:
         self.providers: dict[str, providers.GuidanceProvider] = {}
         for method, entry in preset.classifiers.items():
             build = providers.load(entry.get("kind"))
-            provider = build(entry, weights[f"classifier:{method}"], device=self.device)
+            # A kind without a network of its own guides with this pipeline's UNet (one copy in memory).
+            extra = {} if providers.get(entry.get("kind")).own_network else {
+                "unet": self.unet, "unet_source": diff_src, "preset": preset}
+            provider = build(entry, weights[f"classifier:{method}"], device=self.device, **extra)
             if getattr(provider, "module", None) is not None:
                 provider.module = runtime.prepare(provider.module)
             self.providers[method] = provider

@@ -8,7 +8,13 @@ so the API can validate requests against them at the edge. A preset names
 * ``classifiers``: one entry per guidance method (at least ``vanilla`` and
   ``robust``), each a ``kind`` of guidance provider (default
   ``adm_classifier``; the kinds are listed in ``model_core.sampling.providers``),
-  its architecture (``model``) and weights (``checkpoint``);
+  its architecture (``model``) and weights (``checkpoint``), or, for a kind
+  that guides with the preset's own diffusion model (``diffusion_bayes``),
+  its settings (``draws``). An entry whose kind needs a class-conditional
+  diffusion model is kept out of a preset whose model is unconditional, with
+  the reason, which a request for it is told (``unavailable``): so
+  ``demo-uncond`` inherits ``demo``'s classifiers but not its ``diffusion``
+  method;
 * image size, channels, class names, default guidance scales, default
   respacing and sampler;
 * ``arms``: named (method, scale) settings a study or a comparison can use,
@@ -111,10 +117,23 @@ class Preset:
     extra: dict[str, Any] = field(default_factory=dict)
     arms: dict[str, Arm] = field(default_factory=dict)
     comparison: tuple[str, str] = DEFAULT_COMPARISON
+    unavailable: dict[str, str] = field(default_factory=dict)  # method -> why this preset cannot offer it
 
     @property
     def methods(self) -> tuple[str, ...]:
         return (NO_GUIDANCE,) + tuple(self.classifiers)
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        """The methods whose classifier is a network of its own (trainable, attackable, plottable), in order;
+        a method that guides with the diffusion model itself is a method but not one of these."""
+        return tuple(m for m, entry in self.classifiers.items() if providers.get(entry.get("kind")).own_network)
+
+    def guidance_cost(self, method: str) -> providers.StepCost:
+        """Network evaluations one guided step of ``method`` adds per image (zero for ``none``)."""
+        if method == NO_GUIDANCE:
+            return providers.StepCost()
+        return providers.step_cost(self.classifiers[method], self.num_classes)
 
     @property
     def guidance_choices(self) -> tuple[str, ...]:
@@ -130,9 +149,18 @@ class Preset:
         """The methods a request with this ``guidance`` samples: the comparison's for ``pair``."""
         if guidance == PAIR:
             return self.pair_methods
+        if guidance in self.unavailable:
+            raise ValueError(f"guidance {guidance!r} is {self.not_offered(guidance)}; choose one of "
+                             f"{', '.join(self.guidance_choices)}")
         if guidance not in self.methods:
             raise ValueError(f"guidance {guidance!r} is not one of {', '.join(self.guidance_choices)}")
         return (guidance,)
+
+    def not_offered(self, method: str) -> str:
+        """Why ``method`` is not a method here, for messages: the preset's reason when it has one."""
+        if method in self.unavailable:
+            return f"not available on preset {self.name!r}: {self.unavailable[method]}"
+        return f"not a method of preset {self.name!r}"
 
     def judge_network(self) -> str | None:
         """The weights spec of the network that may judge this preset's images by class (class maximisation,
@@ -209,6 +237,8 @@ class Preset:
             "num_classes": self.num_classes,
             "classes": [{"index": i, "name": n} for i, n in enumerate(self.class_names)],
             "guidance_methods": list(self.guidance_choices),
+            "unavailable_methods": dict(self.unavailable),
+            "guidance_cost": {m: vars(self.guidance_cost(m)) for m in self.classifiers},
             "default_scales": dict(self.default_scales),
             "arms": [arm.to_public_dict() for arm in self.arms.values()],
             "comparison": list(self.comparison),
@@ -259,12 +289,24 @@ def _load(path: Path) -> Preset:
     for required in ("vanilla", "robust"):
         if required not in raw["classifiers"]:
             raise ValueError(f"preset {path.name}: a preset needs a {required!r} classifier")
+    class_cond = bool(raw["diffusion"]["model"].get("class_cond", True))
+    classifiers, unavailable = {}, {}
     for method, entry in raw["classifiers"].items():
         kind = entry.get("kind", providers.DEFAULT_KIND)
         if kind not in providers.kinds():
             raise ValueError(f"preset {path.name}: classifiers.{method}.kind {kind!r} is not a classifier kind; "
                              f"known kinds: {', '.join(providers.kinds())}")
-    default_scales = {k: float(v) for k, v in raw["default_scales"].items()}
+        try:
+            providers.step_cost(entry, int(raw["num_classes"]))  # the kind's own settings, checked now
+        except ValueError as exc:
+            raise ValueError(f"preset {path.name}: classifiers.{method}: {exc}") from None
+        if providers.get(kind).needs_class_cond and not class_cond:
+            unavailable[method] = (f"its diffusion model is unconditional (diffusion.model.class_cond is false) "
+                                   f"and guidance kind {kind!r} needs eps(x_t, t, y) for every class")
+            continue
+        classifiers[method] = entry
+    raw["classifiers"] = classifiers
+    default_scales = {k: float(v) for k, v in raw["default_scales"].items() if k not in unavailable}
     arms = _arms(path.name, raw, default_scales)
     comparison = _comparison(path.name, raw, arms)
     return Preset(
@@ -274,7 +316,7 @@ def _load(path: Path) -> Preset:
         default_scales=default_scales,
         default_steps=str(raw.get("default_steps", "250")), default_sampler=raw.get("default_sampler", "ddpm"),
         clip_denoised=bool(raw.get("clip_denoised", True)), max_scale=float(raw.get("max_scale", 100.0)),
-        extra=raw.get("extra", {}), arms=arms, comparison=comparison,
+        extra=raw.get("extra", {}), arms=arms, comparison=comparison, unavailable=unavailable,
     )
 
 

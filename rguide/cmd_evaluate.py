@@ -118,7 +118,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.guidance.split(",") if m.strip()]
     unknown = [m for m in methods if m not in preset.methods]
     if not methods or unknown:
-        raise CLIError(f"--guidance {args.guidance!r}: choose from {', '.join(preset.methods)}")
+        why = f" ({unknown[0]!r} is {preset.not_offered(unknown[0])})" if unknown else ""
+        raise CLIError(f"--guidance {args.guidance!r}: choose from {', '.join(preset.methods)}{why}")
     if args.per_class < 1:
         raise CLIError("--per-class must be >= 1")
     if args.k < 1:
@@ -161,11 +162,12 @@ def run_evaluate_classifier(args: argparse.Namespace) -> int:
         preset = get_preset(args.preset)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    names = [c.strip() for c in args.classifiers.split(",")] if args.classifiers else list(preset.classifiers)
-    unknown = [c for c in names if c not in preset.classifiers]
+    # The classifier networks: a method that guides with the diffusion model has none to attack here.
+    names = [c.strip() for c in args.classifiers.split(",")] if args.classifiers else list(preset.networks)
+    unknown = [c for c in names if c not in preset.networks]
     if unknown:
         raise CLIError(f"--classifiers: {', '.join(unknown)} not in preset {preset.name!r} "
-                       f"({', '.join(preset.classifiers)})")
+                       f"({', '.join(preset.networks)})")
     try:
         data, split = heldout_data(preset, args.data)
         ds = load_dataset(data, split=split, image_size=preset.image_size, channels=preset.in_channels)

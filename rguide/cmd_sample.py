@@ -16,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Each PNG carries its settings; DIR/samples.json lists them all.")
     p.add_argument("--preset", default=None, help="preset name (default: $RGUIDE_PRESET, else demo, else tiny)")
     p.add_argument("--labels", required=True, help="comma-separated class indices or names, e.g. 3,7 or 'goldfish,tench'")
-    p.add_argument("--guidance", default="pair", help="none | vanilla | robust | pair | another classifier of the preset")
+    p.add_argument("--guidance", default="pair",
+                   help="none | vanilla | robust | pair | diffusion (the diffusion model as its own classifier; "
+                        "class-conditional presets only) | another method the preset lists")
     p.add_argument("--scale", default=None,
                    help="guidance scale: a number, or per method 'robust=1.0,vanilla=0.5' (default: the preset's)")
     p.add_argument("--steps", default=None,
@@ -125,9 +127,14 @@ def run(args: argparse.Namespace) -> int:
         for method in methods:
             scale = preset.scale_for(method, request.scales.get(method))
             name = f"{i:03d}_{label}_{_slug(preset.class_names[label])}_{method}_seed{seed}.png"
+            cost = preset.guidance_cost(method)
             record = {"file": name, "index": i, "preset": preset.name, "label": label,
                       "class_name": preset.class_names[label], "seed": seed, "method": method, "scale": scale,
-                      "steps": request.steps, "sampler": request.sampler, "pair": request.guidance == PAIR}
+                      "steps": request.steps, "sampler": request.sampler, "pair": request.guidance == PAIR,
+                      # What the image cost, as evaluation rows count it (guidance by the diffusion model
+                      # itself adds classes x (draws + 1) UNet forwards a step).
+                      "unet_evals": request.num_steps * (1 + cost.unet),
+                      "classifier_evals": request.num_steps * cost.classifier}
             save_png(images[method][i], args.out / name, {**record, "provenance": provenance})
             records.append(record)
     sidecar = {"command": "rguide sample", "provenance": provenance, "images": records,

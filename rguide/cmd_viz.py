@@ -93,7 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "against recall and FID against scale; OUT/sweep.png, OUT/sweep.md, "
                                    "OUT/sweep.json. Samples are cached under OUT/samples, so a re-run continues.")
     _common(p)
-    p.add_argument("--guidance", default=None, help="comma-separated methods (default: none and every classifier)")
+    p.add_argument("--guidance", default=None,
+                   help="comma-separated methods (default: none and every classifier network; 'diffusion' only "
+                        "when named, for its cost)")
     p.add_argument("--scales", default=None, help="comma-separated scales (default 0.25,0.5,1,2)")
     p.add_argument("--per-class", type=int, default=None, help="images per class and row (default 50)")
     p.add_argument("--steps", default=None)

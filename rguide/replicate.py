@@ -87,7 +87,7 @@ def plan(preset, sizes: Sizes, out: Path) -> list[Step]:
              ["viz", "trajectory", "--preset", name, "--seed", seed, "--labels", traj_labels, *steps_flag,
               "--out", d("fig5")], {"png": "trajectory.png", "md": "trajectory.md"}),
         Step("table1", "Quality: FID, precision, recall, label accuracy", "Table 1",
-             ["evaluate", "--preset", name, "--seed", seed, "--guidance", "none," + ",".join(preset.classifiers),
+             ["evaluate", "--preset", name, "--seed", seed, "--guidance", "none," + ",".join(preset.networks),
               "--scales", "preset", "--per-class", str(sizes.per_class), *steps_flag, "--out", d("table1")],
              {"json": "results.json", "md": "results.md"}),
         Step("table2", "Pairwise preference by threshold (machine raters)", "Table 2",

@@ -103,8 +103,8 @@ def resolve_arms(body, preset, settings: Settings, seed: int, all_labels: list[i
     for i, arm in enumerate(raw):
         m = arm.method.lower()
         if m not in methods:
-            errors.append(http_error(("arms", i, "method"), f"method {m!r} is not a method of preset "
-                                     f"{preset.name!r} (choose from {', '.join(methods)})", arm.method))
+            errors.append(http_error(("arms", i, "method"), f"method {m!r} is {preset.not_offered(m)} "
+                                     f"(choose from {', '.join(methods)})", arm.method))
         elif m == NO_GUIDANCE and arm.scale is not None:
             errors.append(http_error(("arms", i, "scale"), "an unguided arm has no scale", arm.scale))
     if errors:

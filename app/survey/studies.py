@@ -102,8 +102,10 @@ def plan_study(body, settings: Settings) -> Plan:
             errors.append(http_error((field,), "unguided sampling cannot be a survey method here: the statistics "
                                          "reserve the name 'none' for 'no preference'", method))
         elif method not in usable:
-            errors.append(http_error((field,), f"method {method!r} is not a guidance method of preset {preset.name!r} "
-                                         f"(choose from {', '.join(usable)})", method))
+            why = (preset.not_offered(method) if method in preset.unavailable
+                   else f"not a guidance method of preset {preset.name!r}")
+            errors.append(http_error((field,), f"method {method!r} is {why} (choose from {', '.join(usable)})",
+                                     method))
     if a == b and body.arms is None:
         errors.append(http_error(("method_b",), f"method_b must differ from method_a (both are {a!r})", b))
 

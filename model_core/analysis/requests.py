@@ -179,16 +179,17 @@ def _list(value: Any, key: str, errors: list[FieldError]) -> list | None:
 
 
 def _classifiers(p: Preset, given: dict, errors: list[FieldError]) -> list[str]:
+    # Gradients and maximisation differentiate a classifier network: the preset's networks, not every method.
     if "classifiers" not in given:
-        return list(p.classifiers)
+        return list(p.networks)
     names = _list(given["classifiers"], "classifiers", errors)
     if names is None:
         return []
     out = []
     for i, name in enumerate(names):
-        if name not in p.classifiers:
+        if name not in p.networks:
             errors.append(FieldError(("classifiers", i), f"classifier {name!r} is not one of preset {p.name!r}'s "
-                                     f"({', '.join(p.classifiers)})", name))
+                                     f"networks ({', '.join(p.networks)})", name))
         elif name in out:
             errors.append(FieldError(("classifiers", i), f"classifier {name!r} is listed twice", name))
         else:
@@ -463,13 +464,15 @@ def _compare(p, given, limits, errors, allow_paths):
 
 
 def _sweep(p, given, limits, errors, allow_paths):
-    methods = given.get("methods", list(p.methods))
+    # Default: the classifier networks; guidance by the diffusion model itself costs classes x (draws + 1) UNet
+    # forwards a step, so a sweep includes it only when asked by name.
+    methods = given.get("methods", [NO_GUIDANCE, *p.networks])
     if not isinstance(methods, (list, tuple)) or not methods:
         errors.append(FieldError(("methods",), "methods must be a non-empty list", methods))
         methods = []
     for i, m in enumerate(methods):
         if m not in p.methods:
-            errors.append(FieldError(("methods", i), f"method {m!r} is not one of preset {p.name!r}'s "
+            errors.append(FieldError(("methods", i), f"method {m!r} is {p.not_offered(m)} "
                                      f"({', '.join(p.methods)})", m))
     scales_raw = given.get("scales", list(DEFAULT_SWEEP_SCALES))
     scales = []

@@ -88,7 +88,7 @@ def method_rows(settings: EvalSettings, preset) -> list[tuple[str, float]]:
     rows = []
     for m in settings.methods:
         if m not in preset.methods:
-            raise SettingError("methods", f"guidance {m!r} is not a method of preset {preset.name!r} "
+            raise SettingError("methods", f"guidance {m!r} is {preset.not_offered(m)} "
                                           f"({', '.join(preset.methods)})")
         if m == "none":
             rows.append(("none", 0.0))

@@ -261,7 +261,8 @@ def _method_tables(rows: list[dict], has_acc: bool) -> list[str]:
 
 def _cost_table(report: dict, has_acc: bool) -> list[str]:
     timing = report.get("timing", {})
-    lines = [f"Network evaluations per image: UNet forwards, and classifier forward + backward pairs (guided rows); "
+    lines = [f"Network evaluations per image: UNet forwards (the sampler's, plus classes x (draws + 1) per step "
+             f"for guidance by the diffusion model itself), and classifier forward + backward pairs (guided rows); "
              f"seconds per image on {timing.get('device', '?')} with {timing.get('threads', '?')} threads.", "",
              "| Sampler | Steps | Guidance | Scale | UNet evals | Classifier evals | s / image | FID | Precision | "
              "Recall |" + (" Label accuracy |" if has_acc else ""),

@@ -92,11 +92,16 @@ def row_result(p: Plan, row: Row, features: np.ndarray, predictions: np.ndarray 
     if len(features) != p.n:
         raise ValueError(f"row {row.index} has {len(features)} images' features, expected {p.n}")
     q = quality_metrics(torch.as_tensor(real_features), torch.from_numpy(np.asarray(features)), k=p.settings.k)
+    from model_core.presets import get_preset
+
     seeds = p.seeds(row)
+    # The sampler's one UNet forward per step, plus what the method's guidance adds per step (its kind's rule:
+    # one classifier forward + backward for a classifier, classes x (draws + 1) UNet forwards for 'diffusion').
+    cost = get_preset(p.preset).guidance_cost(row.method)
     out: dict[str, Any] = {
         "sampler": row.sampler, "steps": row.steps, "method": row.method, "scale": row.scale, **q.to_dict(),
-        "unet_evals_per_image": row.num_steps,
-        "classifier_evals_per_image": row.num_steps if row.method != "none" else 0,  # forward + backward each
+        "unet_evals_per_image": row.num_steps * (1 + cost.unet),
+        "classifier_evals_per_image": row.num_steps * cost.classifier,  # forward + backward each
         "seconds_per_image": seconds_per_image, "seeds": {"first": seeds[0], "last": seeds[-1]}}
     if samples is not None:
         out["samples"] = samples

@@ -10,6 +10,13 @@ carry the same seed, share x_T and all per-step noise. All trajectories go
 through the UNet in one batched forward per step (a pair of B labels is one
 batch of 2B); each guidance provider runs on the trajectories that asked for it.
 
+A provider that draws noise of its own (``draws_noise``, e.g. the diffusion
+model guiding as its own classifier) gets, per step, one generator per
+trajectory derived from that trajectory's seed and the step
+(``guidance_generator``), not the trajectory's stream: its draws are as
+reproducible as the image and leave the sampler's noise, and so a pair's
+shared noise, untouched.
+
 The loop knows no sampler by name: it looks the name up in
 ``model_core.sampling.registry``, makes one sampler object for the batch
 (``model_core.sampling.base``) and calls its ``step`` with a ``StepContext``.
@@ -38,6 +45,24 @@ class Trajectory:
     seed: int
     method: str = "none"
     scale: float = 0.0
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def guidance_generator(seed: int, step: int) -> torch.Generator:
+    """A CPU generator for a guidance provider's draws at one step of one trajectory.
+
+    A function of (seed, step) alone, mixed by SplitMix64 so that nearby seeds
+    and steps give unrelated streams and none replays a trajectory's own stream
+    (``manual_seed(seed)``, whose x_T it would correlate with); a collision of
+    the 63-bit mix is possible in principle, as for any derived seed.
+    """
+    z = (int(seed) + 0x9E3779B97F4A7C15 * (int(step) + 1) + 0x5DEECE66D) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    z ^= z >> 31
+    return torch.Generator().manual_seed(z & (2**63 - 1))
 
 
 def _check_seed(seed: int) -> int:
@@ -99,7 +124,13 @@ def sample(diffusion: GaussianDiffusion, unet: torch.nn.Module, guides: Mapping[
         if groups:
             grad = torch.zeros_like(x)
             for method, idx in groups.items():
-                grad[idx] = active[method].grad_log_prob(x[idx], model_t[idx], labels[idx])
+                provider = active[method]
+                if getattr(provider, "draws_noise", False):
+                    # initial_seed: the trajectory's seed, or that of a generator the caller handed in.
+                    gens = [guidance_generator(generators[int(i)].initial_seed(), step) for i in idx]
+                    grad[idx] = provider.grad_log_prob(x[idx], model_t[idx], labels[idx], generators=gens)
+                else:
+                    grad[idx] = provider.grad_log_prob(x[idx], model_t[idx], labels[idx])
         noise = tuple(draw() for _ in range(info.noise_draws_per_step))
         not_last = (t != 0).float().view(-1, *([1] * (x.ndim - 1)))
         result = stepper.step(StepContext(step=step, x=x, t=t, model_t=model_t, out=out, grad=grad,

@@ -11,14 +11,27 @@ the preset) is a builder
 
     build(entry: dict, weights: WeightsSpec, *, device: str) -> GuidanceProvider
 
-taking the preset's classifier entry and its resolved weights spec. Adding a
-classifier kind is its module (a builder and a provider class) plus one
-``register`` line below; presets then name it in ``classifiers.<method>.kind``.
+taking the preset's classifier entry and its resolved weights spec. A kind
+that guides with the preset's own diffusion model instead of a network of its
+own (``own_network=False``) is built with three more keywords, ``unet`` (the
+loaded UNet), ``unet_source`` (its provenance) and ``preset``. Adding a classifier kind is its module (a builder
+and a provider class) plus one ``register`` line below; presets then name it
+in ``classifiers.<method>.kind``.
+
+A kind also says, torch-free, what one guided step costs per image
+(``cost(entry, num_classes)``), so that evaluation rows and help texts report
+it without loading a model.
+
+Randomness: a provider with ``draws_noise = True`` is handed, per call, one
+CPU generator per row (``generators=``), derived by the loop from that
+trajectory's seed and the step (``model_core.sampling.loop.guidance_generator``),
+never the trajectory's own stream: so a provider's draws neither shift the
+sampler's noise nor differ between batches.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 from model_core.registry import LazyRegistry
 
@@ -47,10 +60,27 @@ class GuidanceProvider(Protocol):
 
 
 @dataclass(frozen=True)
+class StepCost:
+    """Network evaluations one guided step adds per image, beyond the sampler's one UNet forward."""
+    unet: int = 0         # extra UNet forwards
+    classifier: int = 0   # classifier forward + backward pairs
+
+
+def _one_classifier_gradient(entry: dict, num_classes: int) -> StepCost:
+    return StepCost(classifier=1)
+
+
+@dataclass(frozen=True)
 class ProviderKind:
     name: str
     target: str   # "package.module:builder"
     summary: str
+    # Loads a network of its own from the entry's 'model' and 'checkpoint' (which training, attacks and the
+    # analysis tools then use); False: guides with the preset's diffusion model and gets it from the pipeline.
+    own_network: bool = True
+    # Needs eps(x_t, t, y) for every class, so only a preset whose diffusion model is class-conditional has it.
+    needs_class_cond: bool = False
+    cost: Callable[[dict, int], StepCost] = _one_classifier_gradient
 
 
 _KINDS: LazyRegistry[ProviderKind] = LazyRegistry("classifier kind", default=DEFAULT_KIND)
@@ -67,6 +97,35 @@ def as_provider(obj: Any) -> GuidanceProvider:
     return ClassifierGuidance(obj)
 
 
+def step_cost(entry: dict, num_classes: int) -> StepCost:
+    """What one guided step costs per image with this classifier entry (its kind's rule)."""
+    return get(entry.get("kind")).cost(entry, num_classes)
+
+
+# The diffusion model as its own classifier (model_core/sampling/diffusion_guidance.py): its torch-free
+# settings live here so that presets, the API and evaluation rows read them without torch.
+DIFFUSION_BAYES_KIND = "diffusion_bayes"
+DEFAULT_DIFFUSION_DRAWS = 2   # noise levels per step and image; each costs one UNet forward per class
+
+
+def diffusion_draws(entry: dict) -> int:
+    """The entry's ``draws`` (noise levels above t at which every class is scored), checked."""
+    draws = entry.get("draws", DEFAULT_DIFFUSION_DRAWS)
+    if isinstance(draws, bool) or not isinstance(draws, int) or not 1 <= draws <= 64:
+        raise ValueError(f"draws must be a whole number in 1..64, got {draws!r}")
+    return draws
+
+
+def _diffusion_cost(entry: dict, num_classes: int) -> StepCost:
+    # eps(x_t, t, y') for every class, plus every class at every draw's noise level.
+    return StepCost(unet=num_classes * (diffusion_draws(entry) + 1))
+
+
 register(ProviderKind(
     "adm_classifier", "model_core.sampling.adm_classifier:build",
     "ADM's time-dependent encoder classifier p(y | x_t, t): architecture flags in 'model', weights in 'checkpoint'"))
+register(ProviderKind(
+    DIFFUSION_BAYES_KIND, "model_core.sampling.diffusion_guidance:build",
+    "the preset's class-conditional diffusion model as its own classifier (Bayes identity; class weights from "
+    "the diffusion classifier's denoising losses at 'draws' noise levels above t)",
+    own_network=False, needs_class_cond=True, cost=_diffusion_cost))

@@ -70,9 +70,9 @@ def classifier_recipe(preset=None, *, robust: bool = False, classifier: str | No
     recipe: dict[str, Any] = {}
     if preset is not None:
         name = classifier_name(robust, classifier)
-        if name not in preset.classifiers:
+        if name not in preset.networks:  # a diffusion-guided method has no classifier network to train
             raise SettingError("classifier", f"{{classifier}} {name!r}: preset {preset.name!r} has "
-                                             f"{', '.join(preset.classifiers)}")
+                                             f"{', '.join(preset.networks)}")
         model = model or preset.classifiers[name]["model"]
         process = process or classifier_process(preset)
         training = preset.extra.get("training", {})

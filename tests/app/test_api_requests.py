@@ -33,6 +33,19 @@ def test_presets_list_classes_methods_and_limits(api):
     assert body["limits"]["max_images_per_request"] == 16
 
 
+def test_presets_list_the_diffusion_method_its_cost_and_where_it_is_unavailable(api):
+    presets = {p["name"]: p for p in api.get("/v1/presets").json()["presets"]}
+    demo, uncond = presets["demo"], presets["demo-uncond"]
+    assert "diffusion" in demo["guidance_methods"] and demo["default_scales"]["diffusion"] == 1.0
+    assert demo["guidance_cost"] == {"vanilla": {"unet": 0, "classifier": 1}, "robust": {"unet": 0, "classifier": 1},
+                                     "diffusion": {"unet": 30, "classifier": 0}}
+    assert "diffusion" not in uncond["guidance_methods"] and "class_cond" in uncond["unavailable_methods"]["diffusion"]
+    r = api.post("/v1/generations", json={"preset": "demo", "class_labels": [3], "guidance": "diffusion",
+                                          "steps": "10", "seed": 1})
+    assert r.status_code == 202, r.text
+    assert r.json()["scale"] == {"diffusion": 1.0}
+
+
 def test_a_valid_request_is_stored_queued_and_sent(api):
     r = api.post("/v1/generations", json={"preset": "tiny", "class_labels": ["GREY", "1"], "guidance": "vanilla",
                                           "steps": "ddim5", "seed": 40})
@@ -73,6 +86,9 @@ def test_scale_forms(api):
     ({"class_labels": [0], "guidance": "robust", "steps": "ddim7", "sampler": "ddpm"}, ["body", "steps"], "DDIM"),
     ({"class_labels": [0], "guidance": "robust", "sampler": "euler"}, ["body", "sampler"], "ddpm"),
     ({"class_labels": [0], "guidance": "magic"}, ["body", "guidance"], "not one of"),
+    ({"class_labels": [0], "guidance": "diffusion"}, ["body", "guidance"], "not one of"),  # tiny has none
+    ({"class_labels": [0], "guidance": "diffusion", "preset": "demo-uncond"}, ["body", "guidance"],
+     "diffusion.model.class_cond is false"),
     ({"class_labels": [0], "guidance": "robust", "seed": -3}, ["body", "seed"], "seed"),
     ({"class_labels": [0, 1], "guidance": "robust", "seed": 2**63 - 1}, ["body", "seed"], "63 bits"),
     ({"class_labels": [0], "guidance": "robust", "preset": "imagenet128"}, ["body", "preset"], "weights"),

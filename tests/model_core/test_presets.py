@@ -74,7 +74,12 @@ def test_demo_uncond_is_demo_with_an_unconditional_unet_and_the_same_classifiers
     assert uncond.diffusion["model"]["class_cond"] is False and demo.diffusion["model"]["class_cond"] is True
     assert {k: v for k, v in uncond.diffusion["model"].items() if k != "class_cond"} == \
         {k: v for k, v in demo.diffusion["model"].items() if k != "class_cond"}
-    assert uncond.classifiers == demo.classifiers
+    # The classifier networks are demo's; demo's diffusion-model guidance needs a conditional UNet, so it is
+    # kept out, with the reason a request for it is told.
+    assert uncond.networks == demo.networks and {m: uncond.classifiers[m] for m in uncond.networks} == \
+        {m: demo.classifiers[m] for m in demo.networks}
+    assert "diffusion" in demo.classifiers and "diffusion" not in uncond.classifiers
+    assert "class_cond" in uncond.unavailable["diffusion"]
     assert uncond.diffusion["checkpoint"]["path"] != demo.diffusion["checkpoint"]["path"]
     assert uncond.class_names == demo.class_names and uncond.extra["training"] == demo.extra["training"]
 
