@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 
-from worker import jobs
+from worker import jobs, notify
 from worker.config import Settings
 from worker.db import session_factory
 from worker.media import store_png
@@ -70,6 +70,7 @@ def run_job(settings: Settings, job_id: str) -> str:
     with Session() as s:
         leader = jobs.claim(s, job_id, owner, settings.lease_seconds, settings.max_attempts)
         if leader is None:
+            notify.job_changed(settings, [job_id])  # claim may have failed it (too many attempts)
             job = jobs.get_job(s, job_id, with_images=False)
             log.info("job %s: nothing to do (%s)", job_id, "no such job" if job is None else
                      f"{job.status}{', held by ' + job.lease_owner if job.status == 'running' else ''}")
@@ -77,6 +78,9 @@ def run_job(settings: Settings, job_id: str) -> str:
         batch = [leader] + jobs.claim_companions(s, leader, owner, settings.lease_seconds,
                                                  settings.batch_max_images)
     ids = [j.id for j in batch]
+    # Every committed change to a job row below is followed by a notification, so the
+    # API's event streams show it now rather than at their next poll (worker.notify).
+    notify.job_changed(settings, ids)
     keeper = _LeaseKeeper(Session, ids, owner, settings)
     keeper.start()
     try:
@@ -85,6 +89,7 @@ def run_job(settings: Settings, job_id: str) -> str:
         log.exception("jobs %s failed", ", ".join(ids))
         with Session() as s:
             jobs.finish_failed(s, ids, owner, f"{type(exc).__name__}: {exc}")
+        notify.job_changed(settings, ids)
         return "failed"
     finally:
         keeper.stop()
@@ -136,6 +141,7 @@ def _run_batch(settings: Settings, Session, batch: list[Job], owner: str) -> str
             if requested:
                 # Stop showing them as running now, even if their batch mates go on.
                 jobs.finish_canceled(s, sorted(requested), owner)
+        notify.job_changed(settings, active)
         if requested:
             canceled.update(requested)
             log.info("job(s) %s canceled at step %d/%d", ", ".join(sorted(requested)), step, total)
@@ -201,6 +207,7 @@ def _run_batch(settings: Settings, Session, batch: list[Job], owner: str) -> str
                 current = jobs.get_job(s, job_id, with_images=False)
                 if current is not None and current.status == "running" and current.cancel_requested:
                     jobs.finish_canceled(s, [job_id], owner)
+        notify.job_changed(settings, [job_id])
     log.info("job(s) %s: %s in %.1f s", ", ".join(ids), ", ".join(outcomes) or "canceled",
              time.monotonic() - t0)
     return "succeeded" if "succeeded" in outcomes else (outcomes[0] if outcomes else "canceled")
