@@ -162,9 +162,10 @@ async def generation_events(job_id: str, request: Request, key: ApiKey | None = 
                             settings: Settings = Depends(get_settings)) -> StreamingResponse:
     Session = request.app.state.sessions
 
-    def load() -> Job | None:
+    def load(with_images: bool = False) -> Job | None:
+        # A progress snapshot needs the job row only; the images are read once, for `done`.
         with Session() as s:
-            return jobs.get_job(s, job_id)
+            return jobs.get_job(s, job_id, with_images=with_images)
 
     def check() -> None:
         with Session() as s:
@@ -192,6 +193,7 @@ async def generation_events(job_id: str, request: Request, key: ApiKey | None = 
                     last, last_sent = snap, time.monotonic()
                     yield _format_event("progress", snap, f"{snap['status']}:{snap['progress_step']}")
                 if jobs.is_terminal(job.status):
+                    job = await run_in_threadpool(load, True) or job
                     yield _format_event("done", serialize.generation(job), job.status)
                     return
                 if time.monotonic() - last_sent > 15:
