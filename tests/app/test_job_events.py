@@ -1,5 +1,6 @@
-"""The event stream wakes on a worker's job-change notification (worker.notify -> app.job_events)
-and still ends by polling when there is no Redis to notify through."""
+"""The event stream wakes on a worker's job-change notification (worker.notify -> app.job_events),
+through Redis or, without it, the data directory's Unix sockets; and still ends by polling when no
+notification can arrive."""
 from __future__ import annotations
 
 import json
@@ -47,36 +48,67 @@ def _act_as_worker(client, job_id: str) -> None:
     notify.job_changed(settings, [job_id])
 
 
-def test_a_notification_wakes_the_stream_long_before_its_poll(tmp_path, redis_url):
+def _assert_woken_by_notifications(client) -> None:
+    # Polling alone would see the finished job only after 60 s: only a notification can end it sooner.
+    client.app.state.sse_poll_seconds = client.app.state.sse_safety_poll_seconds = 60.0
+    job_id = _post(client)
+    events: list = []
+    reader = threading.Thread(target=_follow, args=(client, job_id, events), daemon=True)
+    reader.start()
+    subscriber = client.app.state.job_events
+    wait_until(lambda: subscriber.connected.is_set() and subscriber.watching() == 1, timeout=10,
+               what="the stream to subscribe")
+    time.sleep(0.3)  # the stream's first read is done and it waits
+    _act_as_worker(client, job_id)
+    reader.join(timeout=20)
+    assert not reader.is_alive(), "the stream did not wake on the worker's notifications"
+    assert [e for e, _ in events][-1] == "done" and events[-1][1]["status"] == "succeeded"
+    steps = [d["progress_step"] for e, d in events if e == "progress"]
+    assert steps == sorted(steps) and steps[-1] == 10
+    assert subscriber.watching() == 0  # the ended stream left nothing registered
+
+
+def test_a_redis_notification_wakes_the_stream_long_before_its_poll(tmp_path, redis_url):
     with sqlite_api(tmp_path, redis_url=redis_url) as client:
-        # Polling alone would see the finished job only after 60 s: only a notification can end it sooner.
-        client.app.state.sse_poll_seconds = client.app.state.sse_safety_poll_seconds = 60.0
-        job_id = _post(client)
-        events: list = []
-        reader = threading.Thread(target=_follow, args=(client, job_id, events), daemon=True)
-        reader.start()
-        subscriber = client.app.state.job_events
-        wait_until(lambda: subscriber.connected.is_set() and subscriber.watching() == 1, timeout=10,
-                   what="the stream to subscribe")
-        time.sleep(0.3)  # the stream's first read is done and it waits
-        _act_as_worker(client, job_id)
-        reader.join(timeout=20)
-        assert not reader.is_alive(), "the stream did not wake on the worker's notifications"
-        assert [e for e, _ in events][-1] == "done" and events[-1][1]["status"] == "succeeded"
-        steps = [d["progress_step"] for e, d in events if e == "progress"]
-        assert steps == sorted(steps) and steps[-1] == 10
-        assert subscriber.watching() == 0  # the ended stream left nothing registered
+        _assert_woken_by_notifications(client)
 
 
-def test_without_redis_streams_poll_and_publishing_is_a_no_op(tmp_path):
-    with sqlite_api(tmp_path) as client:
-        assert client.app.state.job_events is None and not notify.publisher(client.settings).enabled
+def test_without_redis_a_socket_notification_wakes_the_stream(short_tmp):
+    with sqlite_api(short_tmp) as client:
+        assert notify.publisher(client.settings).enabled
+        _assert_woken_by_notifications(client)
+        socket_path = client.app.state.job_events.path
+        assert socket_path.parent == notify.socket_dir(client.settings) and socket_path.exists()
+    assert not socket_path.exists()  # the API's shutdown removed its socket
+
+
+def test_a_dead_api_processs_socket_is_removed_by_the_next_publish(short_tmp):
+    import socket
+
+    settings = make_settings(short_tmp)
+    folder = notify.socket_dir(settings)
+    folder.mkdir(parents=True)
+    stale = folder / f"api-1-dead{notify.SOCKET_SUFFIX}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(stale))
+    sock.close()  # the file stays, nobody reads it: as after a SIGKILL
+    notify.job_changed(settings, ["some-job"])
+    assert not stale.exists()
+
+
+def test_a_path_too_long_for_a_socket_leaves_streams_polling(tmp_path):
+    from app.job_events import for_settings
+
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    with sqlite_api(deep) as client:
+        assert client.app.state.job_events is None and for_settings(client.settings) is None
         client.app.state.sse_poll_seconds = 0.05
         job_id = _post(client)
         events: list = []
         reader = threading.Thread(target=_follow, args=(client, job_id, events), daemon=True)
         reader.start()
-        _act_as_worker(client, job_id)
+        _act_as_worker(client, job_id)  # its notifications reach nobody
         reader.join(timeout=20)
         assert not reader.is_alive() and events[-1][0] == "done" and events[-1][1]["status"] == "succeeded"
 
@@ -120,6 +152,17 @@ def test_publish_reaches_a_subscriber_on_the_service_channel_only(redis_url):
     finally:
         pubsub.close()
         client.close()
+
+
+@pytest.fixture
+def short_tmp():
+    """A data directory whose socket paths fit a Unix socket address (pytest's tmp_path may not)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="rg-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
