@@ -164,10 +164,14 @@ class SocketJobEvents(JobEvents):
     def __init__(self, directory: Path):
         super().__init__()
         self.directory = directory
-        self.path = directory / f"api-{os.getpid()}-{secrets.token_hex(4)}{SOCKET_SUFFIX}"
+        self.path: Path | None = None  # named when bound: the process that listens, not one it forked from
+
+    def longest_path(self) -> Path:
+        return self.directory / f"api-{'9' * 10}-{'f' * 8}{SOCKET_SUFFIX}"
 
     def _listen(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = self.directory / f"api-{os.getpid()}-{secrets.token_hex(4)}{SOCKET_SUFFIX}"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             sock.bind(str(self.path))  # OSError when the path is too long for a socket: then we poll
@@ -193,8 +197,8 @@ def for_settings(settings) -> JobEvents | None:
         return RedisJobEvents(settings.redis_url, settings.queue)
     if unix_sockets_available():
         events = SocketJobEvents(socket_dir(settings))
-        if len(os.fsencode(events.path)) <= MAX_SOCKET_PATH:
+        if len(os.fsencode(events.longest_path())) <= MAX_SOCKET_PATH:
             return events
         log.info("the data directory's path is too long for a Unix socket (%s): event streams poll the database",
-                 events.path)
+                 events.directory)
     return None

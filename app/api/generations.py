@@ -201,11 +201,13 @@ async def generation_events(job_id: str, request: Request, key: ApiKey | None = 
                     yield ": keep-alive\n\n"
                 if time.monotonic() - started > max_seconds or await request.is_disconnected():
                     return  # the client's EventSource reconnects on its own
+                # Subscribed: a notification wakes us, the longer poll only covers a lost one.
+                interval = safety_poll if watch is not None and subscriber.connected.is_set() else poll
+                interval = min(interval, max(max_seconds - (time.monotonic() - started), 0.0))
                 if watch is not None:
-                    # Subscribed: a notification wakes us, the longer poll only covers a lost one.
-                    await watch.wait(safety_poll if subscriber.connected.is_set() else poll)
+                    await watch.wait(interval)
                 else:
-                    await asyncio.sleep(poll)
+                    await asyncio.sleep(interval)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
