@@ -78,11 +78,15 @@ class _ProgressWriter(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
+        failing = False
         while not self._stop_event.wait(self.settings.progress_interval_seconds):
             try:
                 self.write()
+                failing = False
             except Exception:
-                log.exception("could not write the progress of %s", ", ".join(self.job_ids))
+                if not failing:  # once per outage, not four times a second
+                    log.exception("could not write the progress of %s", ", ".join(self.job_ids))
+                failing = True
 
     def write(self) -> None:
         latest = self.latest
