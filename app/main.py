@@ -13,7 +13,7 @@ import logging
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from app import access_log, errors
+from app import access_log, errors, job_events
 from app.edge import EdgeGuard
 from app.ratelimit import RateLimiter
 from model_core import __version__
@@ -79,6 +79,8 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool | None = No
         finally:
             if reaper is not None:
                 reaper.stop()
+            if app.state.job_events is not None:
+                app.state.job_events.close()
             app.state.enqueuer.close()
 
     app = FastAPI(title="robust-guidance generation API", version=__version__, description=DESCRIPTION,
@@ -89,7 +91,13 @@ def create_app(settings: Settings | None = None, *, run_reaper: bool | None = No
     app.state.enqueuer = Enqueuer(settings)
     app.state.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_window_seconds, settings.redis_url,
                                          namespace=f"rguide:{settings.queue}")
+    # An event stream wakes when the worker publishes a change of its job (Redis, app.job_events)
+    # and otherwise reads the row every sse_poll_seconds (without Redis, or while it is
+    # unreachable), or every sse_safety_poll_seconds while subscribed: there polling only
+    # covers a lost notification, and fewer reads leave the CPU to the workers.
+    app.state.job_events = job_events.for_settings(settings)
     app.state.sse_poll_seconds = 0.25
+    app.state.sse_safety_poll_seconds = 2.0
     app.state.sse_max_seconds = 600.0
     errors.install(app)
     access_log.install()

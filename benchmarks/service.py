@@ -9,8 +9,9 @@ worker, and measures in this same run:
 
 1. raw:        ``Pipeline.sample`` of a one-image request in this process (the
                model already loaded), best of --repeats;
-   end to end: POST /v1/generations, poll GET every 10 ms until succeeded,
-               GET the PNG; best of --repeats after a warm-up request.
+   end to end: POST /v1/generations, follow the job's events (or poll GET
+               every 10 ms) until succeeded, GET the PNG; best of --repeats
+               after a warm-up request. Raw and end-to-end runs alternate.
    -> overhead ratio = end to end / raw (queueing, DB writes, PNG encoding,
       the broker's delivery latency, HTTP).
 2. sequential: --concurrent one-image requests, each sent after the previous
@@ -68,7 +69,8 @@ def wait_ready(http: httpx.Client, proc: subprocess.Popen, log: Path, timeout: f
     raise SystemExit("service not ready in time")
 
 
-def generate(http: httpx.Client, body: dict, poll: float = 0.01, follow: str = "events") -> float:
+def generate(http: httpx.Client, body: dict, poll: float = 0.01, follow: str = "events",
+             ids: list | None = None) -> float:
     """Seconds from POST to the PNG in hand.
 
     ``follow="events"`` waits on the job's server-sent events, as a client
@@ -81,6 +83,8 @@ def generate(http: httpx.Client, body: dict, poll: float = 0.01, follow: str = "
     r = http.post("/v1/generations", json=body)
     r.raise_for_status()
     location = r.headers["location"]
+    if ids is not None:
+        ids.append(r.json()["id"])
     if follow == "events":
         job, event = None, None
         with http.stream("GET", f"{location}/events") as stream:
@@ -103,6 +107,36 @@ def generate(http: httpx.Client, body: dict, poll: float = 0.01, follow: str = "
     for im in job["images"]:
         http.get(im["url"]).raise_for_status()
     return time.perf_counter() - start
+
+
+def _stamp(line: str) -> float | None:
+    """Seconds of a worker log line's '[YYYY-mm-dd HH:MM:SS,mmm: ...' timestamp."""
+    from datetime import datetime
+
+    try:
+        return datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    except ValueError:
+        return None
+
+
+def worker_split(log_text: str, job_id: str) -> tuple[float, float] | None:
+    """(sampling, storing) seconds of one job by the worker's log: from its 'sampling ...' line to
+    its last step, and from there to 'succeeded in'."""
+    marks: dict[str, float] = {}
+    for line in log_text.splitlines():
+        if job_id not in line:
+            continue
+        if "sampling " in line:
+            marks["start"] = _stamp(line)
+        elif ": step " in line:
+            step, total = line.rsplit(": step ", 1)[1].split()[0].split("/")
+            if step == total:
+                marks["sampled"] = _stamp(line)
+        elif "succeeded in" in line:
+            marks["stored"] = _stamp(line)
+    if None in marks.values() or len(marks) < 3:
+        return None
+    return marks["sampled"] - marks["start"], marks["stored"] - marks["sampled"]
 
 
 def main() -> None:
@@ -132,17 +166,23 @@ def main() -> None:
         pipe.sample([1], [seed], args.guidance, None, args.steps)
         return time.perf_counter() - start
 
-    raw_once(0)  # warm-up
-    raw = min(raw_once(i) for i in range(args.repeats))
-
     with tempfile.TemporaryDirectory(prefix="rguide-bench-") as tmp:
         data_dir, port = Path(tmp), free_port()
         proc = start_service(data_dir, port, args.preset, args.threads)
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
                 wait_ready(http, proc, data_dir / "service.log")
-                generate(http, {**body, "seed": 0}, follow=args.follow)  # warm-up: connections, first PNG
-                e2e = min(generate(http, {**body, "seed": 1 + i}, follow=args.follow) for i in range(args.repeats))
+                raw_once(0)  # warm-ups
+                generate(http, {**body, "seed": 0}, follow=args.follow)  # connections, first PNG
+                # Raw and served runs alternate, so that a machine whose load drifts (other jobs,
+                # frequency) weighs on both alike; the service sits idle during a raw run.
+                raws, e2es, e2e_ids = [], [], []
+                for i in range(args.repeats):
+                    raws.append(raw_once(1 + i))
+                    e2es.append(generate(http, {**body, "seed": 1 + i}, follow=args.follow, ids=e2e_ids))
+                raw, e2e = min(raws), min(e2es)
+                split = worker_split((data_dir / "service.log").read_text(errors="replace"),
+                                     e2e_ids[e2es.index(e2e)])
 
                 # Both runs poll every 50 ms: n clients polling every 10 ms would
                 # steal the CPU the worker needs on a small machine.
@@ -178,7 +218,11 @@ def main() -> None:
           f"database {'external' if os.environ.get('DATABASE_URL') else 'sqlite'}")
     print(f"one image, raw in-process sampling:  {raw:7.3f} s")
     print(f"one image, end to end via the API:   {e2e:7.3f} s")
-    print(f"  service overhead ratio (e2e / raw): {e2e / raw:6.2f}x")
+    print(f"  service overhead ratio (e2e / raw): {e2e / raw:6.2f}x   (raw runs {', '.join(f'{t:.3f}' for t in raws)};"
+          f" e2e runs {', '.join(f'{t:.3f}' for t in e2es)})")
+    if split:
+        print(f"  the best e2e run in the worker's log: sampling {split[0]:.3f} s, PNG + store {split[1]:.3f} s; "
+              f"the remaining {e2e - sum(split):.3f} s is HTTP, broker, claim and the notification")
     print(f"{n} one-image requests, sequential:    {sequential:7.3f} s")
     print(f"{n} one-image requests, concurrent:    {concurrent:7.3f} s")
     print(f"  concurrent / sequential:            {concurrent / sequential:6.2f}x   "

@@ -320,11 +320,22 @@ def throttled_progress(Session, job_id: str, owner: str, model: type, interval: 
 
 def record_progress(session: Session, job_ids: list[str], owner: str, step: int, total: int,
                     model: type = Job) -> set[str]:
-    """Write step/total for our running jobs; return the ids whose cancel was requested. Commits."""
-    session.execute(update(model).where(model.id.in_(job_ids), model.lease_owner == owner, model.status == "running")
-                    .values(progress_step=step, progress_total=total))
+    """Write step/total for our running jobs; return the ids whose cancel was requested. Commits.
+
+    The cancel flags come back with the update (RETURNING, one round trip: this runs every
+    ``progress_interval_seconds`` while sampling); only jobs that are no longer ours to update
+    (lease taken over, finished by the reaper) are looked up separately.
+    """
+    rows = session.execute(update(model).where(model.id.in_(job_ids), model.lease_owner == owner,
+                                               model.status == "running")
+                           .values(progress_step=step, progress_total=total)
+                           .returning(model.id, model.cancel_requested)).all()
     session.commit()
-    return set(session.scalars(select(model.id).where(model.id.in_(job_ids), model.cancel_requested.is_(True))))
+    requested = {job_id for job_id, cancel in rows if cancel}
+    gone = set(job_ids) - {job_id for job_id, _ in rows}
+    if gone:
+        requested |= set(session.scalars(select(model.id).where(model.id.in_(gone), model.cancel_requested.is_(True))))
+    return requested
 
 
 def finish_canceled(session: Session, job_ids: list[str], owner: str, model: type = Job) -> None:

@@ -12,7 +12,7 @@ import threading
 
 from sqlalchemy import func, select, update
 
-from worker import jobs
+from worker import jobs, notify
 from worker.celery_app import Enqueuer
 from worker.config import Settings
 from worker.db import session_factory
@@ -49,6 +49,8 @@ def reap_once(settings: Settings, enqueuer: Enqueuer) -> jobs.ReapResult:
                     session.execute(update(model).where(model.id.in_(unsent), model.status == "queued")
                                     .values(enqueued_at=None))
                     session.commit()
+        if model is Job:
+            notify.job_changed(settings, result.requeued + result.failed + result.canceled)
         for name in ("requeued", "resent", "failed", "canceled"):
             getattr(total, name).extend(getattr(result, name))
     return total

@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 
-from worker import jobs
+from worker import jobs, notify
 from worker.config import Settings
 from worker.db import session_factory
 from worker.media import store_png
@@ -58,6 +58,58 @@ class _LeaseKeeper(threading.Thread):
         self.join(timeout=5)
 
 
+class _ProgressWriter(threading.Thread):
+    """Writes the batch's progress to its job rows every ``progress_interval_seconds``, and reads
+    their cancel flags, from its own thread.
+
+    The sampling callback only leaves the latest (step, total) in ``latest`` and checks
+    ``canceled``: the write (a few database round trips) and its notification never hold up
+    a sampling step. A cancel is therefore seen at the first step after the write that read
+    it, at most one interval later than on the sampling thread. A failed write is logged and
+    retried at the next interval; the job's outcome is decided by ``complete`` at the end.
+    """
+
+    def __init__(self, settings: Settings, Session, job_ids: list[str], owner: str):
+        super().__init__(name="rguide-progress", daemon=True)
+        self.settings, self.Session, self.job_ids, self.owner = settings, Session, job_ids, owner
+        self.latest: tuple[int, int] | None = None  # set by the sampling thread
+        self.canceled: set[str] = set()  # grown here, read by the sampling thread
+        self._written: tuple[int, int] | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        failing = False
+        while not self._stop_event.wait(self.settings.progress_interval_seconds):
+            try:
+                self.write()
+                failing = False
+            except Exception:
+                if not failing:  # once per outage, not four times a second
+                    log.exception("could not write the progress of %s", ", ".join(self.job_ids))
+                failing = True
+
+    def write(self) -> None:
+        latest = self.latest
+        active = [i for i in self.job_ids if i not in self.canceled]
+        if latest is None or latest == self._written or not active:
+            return
+        step, total = latest
+        with self.Session() as s:
+            requested = jobs.record_progress(s, active, self.owner, step, total) - self.canceled
+            if requested:
+                # Stop showing them as running now, even if their batch mates go on.
+                jobs.finish_canceled(s, sorted(requested), self.owner)
+        self._written = latest
+        notify.job_changed(self.settings, active)
+        if requested:
+            log.info("job(s) %s canceled at step %d/%d", ", ".join(sorted(requested)), step, total)
+            self.canceled = self.canceled | requested  # a new set: the sampling thread never sees one half-updated
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=30)
+
+
 def new_owner() -> str:
     """Names one attempt: host, process and a nonce (a retried job gets a new owner)."""
     return f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -70,6 +122,7 @@ def run_job(settings: Settings, job_id: str) -> str:
     with Session() as s:
         leader = jobs.claim(s, job_id, owner, settings.lease_seconds, settings.max_attempts)
         if leader is None:
+            notify.job_changed(settings, [job_id])  # claim may have failed it (too many attempts)
             job = jobs.get_job(s, job_id, with_images=False)
             log.info("job %s: nothing to do (%s)", job_id, "no such job" if job is None else
                      f"{job.status}{', held by ' + job.lease_owner if job.status == 'running' else ''}")
@@ -77,6 +130,9 @@ def run_job(settings: Settings, job_id: str) -> str:
         batch = [leader] + jobs.claim_companions(s, leader, owner, settings.lease_seconds,
                                                  settings.batch_max_images)
     ids = [j.id for j in batch]
+    # Every committed change to a job row below is followed by a notification, so the
+    # API's event streams show it now rather than at their next poll (worker.notify).
+    notify.job_changed(settings, ids)
     keeper = _LeaseKeeper(Session, ids, owner, settings)
     keeper.start()
     try:
@@ -85,6 +141,7 @@ def run_job(settings: Settings, job_id: str) -> str:
         log.exception("jobs %s failed", ", ".join(ids))
         with Session() as s:
             jobs.finish_failed(s, ids, owner, f"{type(exc).__name__}: {exc}")
+        notify.job_changed(settings, ids)
         return "failed"
     finally:
         keeper.stop()
@@ -117,8 +174,8 @@ def _run_batch(settings: Settings, Session, batch: list[Job], owner: str) -> str
              ", ".join(ids), leader.preset, leader.steps, leader.sampler,
              f"; preset loaded in {load_s:.1f} s" if load_s > 0.5 else "")
 
-    canceled: set[str] = set()
-    state = {"last_write": float("-inf"), "last_log": -1}
+    state = {"last_log": -1}
+    writer = _ProgressWriter(settings, Session, ids, owner)
 
     def on_step(step: int, total: int, x_t, pred_x0) -> None:
         step += 1  # the core counts from 0 and calls after each step: steps done = step + 1
@@ -126,25 +183,14 @@ def _run_batch(settings: Settings, Session, batch: list[Job], owner: str) -> str
         if decile != state["last_log"]:
             state["last_log"] = decile
             log.info("job(s) %s: step %d/%d", ", ".join(ids), step, total)
-        now = time.monotonic()
-        if step < total and now - state["last_write"] < settings.progress_interval_seconds:
-            return
-        state["last_write"] = now
-        active = [i for i in ids if i not in canceled]
-        with Session() as s:
-            requested = jobs.record_progress(s, active, owner, step, total) - canceled
-            if requested:
-                # Stop showing them as running now, even if their batch mates go on.
-                jobs.finish_canceled(s, sorted(requested), owner)
-        if requested:
-            canceled.update(requested)
-            log.info("job(s) %s canceled at step %d/%d", ", ".join(sorted(requested)), step, total)
-        if canceled.issuperset(ids):
+        writer.latest = (step, total)
+        if writer.canceled.issuperset(ids):
             raise SamplingCancelled(f"canceled at step {step}/{total}")
 
     # Previews ("previews": N): the predicted x_0 at N uniformly spaced steps of each image's own trajectory,
     # recorded in the same run (model_core.analysis.trajectory), so they cost no extra sampling.
     preview_steps = {j.id: frame_steps(j.num_steps, j.previews) for j in batch if j.previews}
+    writer.start()
     try:
         if preview_steps:
             wanted = sorted(set().union(*preview_steps.values()))
@@ -153,6 +199,9 @@ def _run_batch(settings: Settings, Session, batch: list[Job], owner: str) -> str
             x0, frames = pipe.sample_trajectories(trajectories, leader.steps, leader.sampler, callback=on_step), {}
     except SamplingCancelled:
         return "canceled"
+    finally:
+        writer.stop()  # the last step is written by complete(), with the images
+    canceled = writer.canceled
     timestep_of = {}
     if preview_steps:
         diffusion = pipe.diffusion(leader.steps)
@@ -201,6 +250,7 @@ def _run_batch(settings: Settings, Session, batch: list[Job], owner: str) -> str
                 current = jobs.get_job(s, job_id, with_images=False)
                 if current is not None and current.status == "running" and current.cancel_requested:
                     jobs.finish_canceled(s, [job_id], owner)
+        notify.job_changed(settings, [job_id])
     log.info("job(s) %s: %s in %.1f s", ", ".join(ids), ", ".join(outcomes) or "canceled",
              time.monotonic() - t0)
     return "succeeded" if "succeeded" in outcomes else (outcomes[0] if outcomes else "canceled")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -21,7 +22,7 @@ from app.keys import ApiKey
 from app.schemas import GenerationList, GenerationOut, GenerationRequest, Status
 from app.survey.access import job_visible
 from app.validation import RequestInvalid, validate_generation
-from worker import jobs
+from worker import jobs, notify
 from worker.config import Settings
 from worker.models import Job
 
@@ -121,6 +122,7 @@ def cancel_generation(job_id: str, key: ApiKey | None = Depends(generation_acces
         job = jobs.request_cancel(session, job_id)
     except jobs.JobStateError as exc:
         raise HTTPException(409, str(exc)) from None
+    notify.job_changed(settings, [job_id])  # a queued job is canceled now: its streams end now
     return serialize.generation(job)
 
 
@@ -160,9 +162,10 @@ async def generation_events(job_id: str, request: Request, key: ApiKey | None = 
                             settings: Settings = Depends(get_settings)) -> StreamingResponse:
     Session = request.app.state.sessions
 
-    def load() -> Job | None:
+    def load(with_images: bool = False) -> Job | None:
+        # A progress snapshot needs the job row only; the images are read once, for `done`.
         with Session() as s:
-            return jobs.get_job(s, job_id)
+            return jobs.get_job(s, job_id, with_images=with_images)
 
     def check() -> None:
         with Session() as s:
@@ -170,29 +173,41 @@ async def generation_events(job_id: str, request: Request, key: ApiKey | None = 
 
     await run_in_threadpool(check)
     poll = request.app.state.sse_poll_seconds
+    safety_poll = request.app.state.sse_safety_poll_seconds
     max_seconds = request.app.state.sse_max_seconds
+    subscriber = request.app.state.job_events
 
     async def stream():
         yield "retry: 2000\n\n"
-        last, last_sent = None, time.monotonic()
-        started = time.monotonic()
-        while True:
-            job = await run_in_threadpool(load)
-            if job is None:
-                return
-            snap = serialize.progress_snapshot(job)
-            if snap != last:
-                last, last_sent = snap, time.monotonic()
-                yield _format_event("progress", snap, f"{snap['status']}:{snap['progress_step']}")
-            if jobs.is_terminal(job.status):
-                yield _format_event("done", serialize.generation(job), job.status)
-                return
-            if time.monotonic() - last_sent > 15:
-                last_sent = time.monotonic()
-                yield ": keep-alive\n\n"
-            if time.monotonic() - started > max_seconds or await request.is_disconnected():
-                return  # the client's EventSource reconnects on its own
-            await asyncio.sleep(poll)
+        with subscriber.watch(job_id) if subscriber is not None else contextlib.nullcontext() as watch:
+            last, last_sent = None, time.monotonic()
+            started = time.monotonic()
+            while True:
+                if watch is not None:
+                    watch.clear()  # before the read: a change committed after it still wakes the wait below
+                job = await run_in_threadpool(load)
+                if job is None:
+                    return
+                snap = serialize.progress_snapshot(job)
+                if snap != last:
+                    last, last_sent = snap, time.monotonic()
+                    yield _format_event("progress", snap, f"{snap['status']}:{snap['progress_step']}")
+                if jobs.is_terminal(job.status):
+                    job = await run_in_threadpool(load, True) or job
+                    yield _format_event("done", serialize.generation(job), job.status)
+                    return
+                if time.monotonic() - last_sent > 15:
+                    last_sent = time.monotonic()
+                    yield ": keep-alive\n\n"
+                if time.monotonic() - started > max_seconds or await request.is_disconnected():
+                    return  # the client's EventSource reconnects on its own
+                # Subscribed: a notification wakes us, the longer poll only covers a lost one.
+                interval = safety_poll if watch is not None and subscriber.connected.is_set() else poll
+                interval = min(interval, max(max_seconds - (time.monotonic() - started), 0.0))
+                if watch is not None:
+                    await watch.wait(interval)
+                else:
+                    await asyncio.sleep(interval)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -50,14 +50,13 @@ def generation(job: Job) -> dict:
             if robust is not None and vanilla is not None:
                 pairs.append({"index": position, "label": robust.label, "class_name": robust.class_name,
                               "seed": robust.seed, "robust": robust.id, "vanilla": vanilla.id})
-    total = max(job.progress_total, 1)
-    step = job.progress_total if job.status == "succeeded" else min(job.progress_step, job.progress_total)
+    step, progress = _progress(job)
     url = job_url(job.id)
     return {
         "id": job.id, "status": job.status, "preset": job.preset, "guidance": job.guidance,
         "class_labels": list(job.labels), "class_names": _class_names(job.preset, list(job.labels)),
         "seeds": list(job.seeds), "scale": dict(job.scales), "steps": job.steps, "sampler": job.sampler,
-        "num_images": job.num_images, "progress": round(step / total, 4), "progress_step": step,
+        "num_images": job.num_images, "progress": progress, "progress_step": step,
         "progress_total": job.progress_total, "cancel_requested": job.cancel_requested, "error": job.error,
         "attempts": job.attempts, "created_at": job.created_at, "started_at": job.started_at,
         "finished_at": job.finished_at, "images": images, "pairs": pairs,
@@ -65,7 +64,15 @@ def generation(job: Job) -> dict:
     }
 
 
+def _progress(job) -> tuple[int, float]:
+    """(steps done, fraction done) as the API shows them: a succeeded job is complete."""
+    step = job.progress_total if job.status == "succeeded" else min(job.progress_step, job.progress_total)
+    return step, round(step / max(job.progress_total, 1), 4)
+
+
 def progress_snapshot(job: Job) -> dict:
-    full = generation(job)
-    return {k: full[k] for k in ("id", "status", "progress", "progress_step", "progress_total",
-                                 "cancel_requested", "error")}
+    """The fields of ``generation(job)`` that a progress event carries; reads no image rows, so the
+    event stream loads the job row alone for it."""
+    step, progress = _progress(job)
+    return {"id": job.id, "status": job.status, "progress": progress, "progress_step": step,
+            "progress_total": job.progress_total, "cancel_requested": job.cancel_requested, "error": job.error}

@@ -76,6 +76,29 @@ def test_events_stream_progress_until_done(pg_service):
     assert any(0 < d["progress"] < 1 for d in progress), "no intermediate progress was streamed"
 
 
+def test_events_stream_is_woken_by_the_workers_notifications(pg_service):
+    """With polling pushed out to a minute, the stream can only follow the job through the worker's
+    Redis notifications (worker.notify): it must still show progress and end when the job does."""
+    with pg_service.client() as client:
+        client.app.state.sse_poll_seconds = client.app.state.sse_safety_poll_seconds = 60.0
+        job = client.post("/v1/generations", json={"preset": "tiny", "class_labels": [0], "guidance": "vanilla",
+                                                   "steps": "40", "seed": 4}).json()
+        start = time.monotonic()
+        events = []
+        with client.stream("GET", f"/v1/generations/{job['id']}/events") as resp:
+            event = None
+            for line in resp.iter_lines():
+                if line.startswith("event: "):
+                    event = line[len("event: "):]
+                elif line.startswith("data: "):
+                    events.append((event, json.loads(line[len("data: "):])))
+        took = time.monotonic() - start
+        assert client.app.state.job_events.watching() == 0
+    assert events[-1][0] == "done" and events[-1][1]["status"] == "succeeded"
+    assert took < 30, f"the stream ended after {took:.1f} s: by its 60 s poll, not by a notification"
+    assert any(0 < d["progress"] < 1 for e, d in events if e == "progress"), "no notified progress was streamed"
+
+
 def test_pair_images_share_seed_and_label(pg_service):
     with pg_service.client() as client:
         job = client.post("/v1/generations", json={"preset": "tiny", "class_labels": ["red", 3], "guidance": "pair",
