@@ -16,7 +16,7 @@ from worker import jobs, notify
 from worker.celery_app import Enqueuer
 from worker.config import Settings
 from worker.db import session_factory
-from worker.job_kinds import KINDS
+from worker.job_kinds import BY_KEY, KINDS
 
 log = logging.getLogger("rguide.reaper")
 
@@ -49,7 +49,7 @@ def reap_once(settings: Settings, enqueuer: Enqueuer) -> jobs.ReapResult:
                     session.execute(update(model).where(model.id.in_(unsent), model.status == "queued")
                                     .values(enqueued_at=None))
                     session.commit()
-        if model is Job:
+        if task == BY_KEY["generation"].task:  # the only kind with event streams to wake
             notify.job_changed(settings, result.requeued + result.failed + result.canceled)
         for name in ("requeued", "resent", "failed", "canceled"):
             getattr(total, name).extend(getattr(result, name))
