@@ -166,6 +166,10 @@ class Settings:
     reaper_interval_seconds: float = 10.0  # 0 disables the API's periodic reaper
     max_attempts: int = 3            # worker losses before a job is failed instead of re-queued
     batch_max_images: int = 32       # waiting jobs with the same settings are sampled together up to this
+    # When a claim finds companions (a burst of requests is arriving), wait this long once and claim again:
+    # requests sent together reach the database over tens of ms, and a straggler sampled alone costs a whole run.
+    # A lone job never waits. 0 turns it off.
+    batch_gather_seconds: float = 0.05
     progress_interval_seconds: float = 0.25
     worker_stale_seconds: float = 30.0
     # The filesystem broker polls its folder: half this is the mean wait before a worker sees a job.
@@ -205,6 +209,7 @@ class Settings:
             reaper_interval_seconds=_float(env, "RGUIDE_REAPER_INTERVAL_SECONDS", 10.0),
             max_attempts=_int(env, "RGUIDE_MAX_ATTEMPTS", 3, minimum=1),
             batch_max_images=_int(env, "RGUIDE_BATCH_MAX_IMAGES", 32, minimum=1),
+            batch_gather_seconds=_float(env, "RGUIDE_BATCH_GATHER_SECONDS", 0.05),
             progress_interval_seconds=_float(env, "RGUIDE_PROGRESS_INTERVAL_SECONDS", 0.25),
             worker_stale_seconds=_float(env, "RGUIDE_WORKER_STALE_SECONDS", max(30.0, 3 * lease), minimum=1),
             broker_poll_seconds=_float(env, "RGUIDE_BROKER_POLL_SECONDS", 0.05, minimum=0.01),
@@ -260,6 +265,7 @@ class Settings:
             "RGUIDE_REAPER_INTERVAL_SECONDS": repr(self.reaper_interval_seconds),
             "RGUIDE_MAX_ATTEMPTS": str(self.max_attempts),
             "RGUIDE_BATCH_MAX_IMAGES": str(self.batch_max_images),
+            "RGUIDE_BATCH_GATHER_SECONDS": repr(self.batch_gather_seconds),
             "RGUIDE_PROGRESS_INTERVAL_SECONDS": repr(self.progress_interval_seconds),
             "RGUIDE_WORKER_STALE_SECONDS": repr(self.worker_stale_seconds),
             "RGUIDE_BROKER_POLL_SECONDS": repr(self.broker_poll_seconds),

@@ -115,6 +115,17 @@ def new_owner() -> str:
     return f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def _gather_burst(session, batch: list[Job], owner: str, settings: Settings) -> list[Job]:
+    """More companions, once, when the first claim found some: the rest of a burst still reaching the database."""
+    taken = sum(j.num_images for j in batch)
+    if len(batch) < 2 or settings.batch_gather_seconds <= 0 or taken >= settings.batch_max_images:
+        return []
+    time.sleep(settings.batch_gather_seconds)
+    # claim_companions counts the leader's images against the cap; the companions already taken count too.
+    return jobs.claim_companions(session, batch[0], owner, settings.lease_seconds,
+                                 settings.batch_max_images - (taken - batch[0].num_images))
+
+
 def run_job(settings: Settings, job_id: str) -> str:
     """Run job ``job_id`` (and any batch companions). Returns an outcome word for logs."""
     Session = session_factory(settings.database_url)
@@ -129,6 +140,7 @@ def run_job(settings: Settings, job_id: str) -> str:
             return "skipped"
         batch = [leader] + jobs.claim_companions(s, leader, owner, settings.lease_seconds,
                                                  settings.batch_max_images)
+        batch += _gather_burst(s, batch, owner, settings)
     ids = [j.id for j in batch]
     # Every committed change to a job row below is followed by a notification, so the
     # API's event streams show it now rather than at their next poll (worker.notify).

@@ -1,6 +1,7 @@
 """The task body in-process (no broker): batching, idempotent re-runs, failures, cancel."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from datetime import timedelta
@@ -58,6 +59,32 @@ def test_waiting_lookalikes_are_sampled_in_one_batch_with_identical_results(sett
     assert _job(settings, twin).images[0].sha256 == _job(settings, alone).images[0].sha256
     # The delivery of a job already run in someone else's batch does nothing.
     assert run_job(settings, pair) == "skipped"
+
+
+def test_a_burst_still_arriving_joins_the_batch_and_a_lone_job_never_waits(settings, monkeypatch):
+    import worker.runner as runner
+
+    waits, late = [], []
+
+    def sleep(seconds):  # the rest of the burst reaches the database while the worker gathers
+        waits.append(seconds)
+        late.extend(_create(settings, robust(0, 20 + i)) for i in range(3))
+
+    monkeypatch.setattr(runner.time, "sleep", sleep)
+    lone = _create(settings, robust(1, 1))
+    assert run_job(settings, lone) == "succeeded" and waits == []  # no companions: no burst, no wait
+
+    first, second = _create(settings, robust(2, 2)), _create(settings, robust(3, 3))
+    assert run_job(settings, first) == "succeeded"
+    assert waits == [settings.batch_gather_seconds] and len(late) == 3
+    for job_id in (first, second, *late):  # one batch: every job of the burst ran in this one call
+        job = _job(settings, job_id)
+        assert job.status == "succeeded" and job.attempts == 1, job_id
+
+    off = dataclasses.replace(settings, batch_gather_seconds=0)  # off: late arrivals wait for their own messages
+    waits.clear()
+    first, second = _create(off, robust(2, 4)), _create(off, robust(3, 5))
+    assert run_job(off, first) == "succeeded" and waits == [] and _job(off, second).status == "succeeded"
 
 
 def test_a_task_that_runs_twice_stores_each_image_once(settings):
