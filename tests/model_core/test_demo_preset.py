@@ -58,7 +58,10 @@ def test_feature_net_accuracy_is_what_its_file_records():
 
 
 def test_demo_weights_load_and_a_guided_sample_runs(pipe):
-    assert all(src.startswith("sha256:") for src in pipe.sources.values())
+    # Every network is named by the content of its weights; the 'diffusion' guidance method is the UNet's own.
+    assert all(re.fullmatch(r"(diffusion_bayes\(draws=\d+\) on )?sha256:[0-9a-f]{64}", src)
+               for src in pipe.sources.values()), pipe.sources
+    assert pipe.sources["classifier:diffusion"].endswith(pipe.sources["diffusion"])
     images = pipe.sample([3, 8], [0, 1], "robust", None, "5")
     assert len(images) == 2 and images[0].shape == (28, 28, 1) and images[0].dtype.name == "uint8"
 
