@@ -23,9 +23,7 @@ from sqlalchemy import JSON, Boolean, CheckConstraint, Float, ForeignKey, Index,
 from sqlalchemy.orm import Mapped, mapped_column
 
 from worker.db import Base, UTCDateTime, utcnow
-from worker.models import JOB_STATUSES
-
-_status_list = ", ".join(f"'{s}'" for s in JOB_STATUSES)
+from worker.models import JobState, job_checks
 
 
 class Evaluation(Base):
@@ -54,7 +52,7 @@ class Evaluation(Base):
     )
 
 
-class EvaluationShard(Base):
+class EvaluationShard(JobState, Base):
     __tablename__ = "evaluation_shards"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -63,30 +61,14 @@ class EvaluationShard(Base):
     row_index: Mapped[int] = mapped_column(Integer, nullable=False)
     start: Mapped[int] = mapped_column(Integer, nullable=False)
     stop: Mapped[int] = mapped_column(Integer, nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
-
-    progress_step: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    progress_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    error: Mapped[str | None] = mapped_column(Text)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    lease_owner: Mapped[str | None] = mapped_column(String(128))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     computed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     file: Mapped[str | None] = mapped_column(String(255))
     seconds: Mapped[float | None] = mapped_column(Float)
     worker: Mapped[str | None] = mapped_column(String(128))  # the lease owner that completed it
 
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-
     __table_args__ = (
-        CheckConstraint(f"status IN ({_status_list})", name="status"),
-        CheckConstraint("progress_step >= 0 AND progress_total >= 0", name="progress"),
+        *job_checks(),
         CheckConstraint("start >= 0 AND stop > start", name="range"),
         CheckConstraint("attempts >= 0 AND computed >= 0", name="counts"),
         Index("ix_evaluation_shards_evaluation", "evaluation_id", "row_index", "start", unique=True),

@@ -21,11 +21,37 @@ TERMINAL_STATUSES = ("succeeded", "failed", "canceled")
 _status_list = ", ".join(f"'{s}'" for s in JOB_STATUSES)
 
 
-class Job(Base):
+class JobState:
+    """The columns every job table shares, whatever it runs: ``worker.jobs`` drives them all with one set of
+    guarded updates (claim, lease, progress, cancel, finish, the reaper's re-sends), so they are declared once."""
+
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
+    progress_step: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+def job_checks() -> tuple[CheckConstraint, ...]:
+    """The CHECKs on ``JobState``'s columns (new objects per table: a constraint belongs to one table)."""
+    return (CheckConstraint(f"status IN ({_status_list})", name="status"),
+            CheckConstraint("progress_step >= 0 AND progress_total >= 0", name="progress"))
+
+
+class Job(JobState, Base):
     __tablename__ = "generation_jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
     preset: Mapped[str] = mapped_column(String(64), nullable=False)
     # "none", "vanilla", "robust", another classifier of the preset, or "pair".
     guidance: Mapped[str] = mapped_column(String(64), nullable=False)
@@ -44,16 +70,6 @@ class Job(Base):
     # Jobs with equal batch keys can share one sampling batch (see worker.runner).
     batch_key: Mapped[str] = mapped_column(String(64), nullable=False)
 
-    progress_step: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    progress_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    error: Mapped[str | None] = mapped_column(Text)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    lease_owner: Mapped[str | None] = mapped_column(String(128))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-
     owner_key_id: Mapped[str | None] = mapped_column(String(32))  # the API key that created it, if any
     # The survey study whose images this job makes, if any. Such jobs and their images are
     # never listed or served to the public (the raters must stay blind): see app.api.visibility.
@@ -63,19 +79,13 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
 
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-
     images: Mapped[list["Image"]] = relationship(
         back_populates="job", order_by="(Image.position, Image.method)", cascade="all, delete-orphan")
     preview_images: Mapped[list["Preview"]] = relationship(
         order_by="(Preview.position, Preview.method, Preview.frame)", cascade="all, delete-orphan")
 
     __table_args__ = (
-        CheckConstraint(f"status IN ({_status_list})", name="status"),
-        CheckConstraint("progress_step >= 0 AND progress_total >= 0", name="progress"),
+        *job_checks(),
         CheckConstraint("num_images >= 1", name="num_images"),
         CheckConstraint("num_steps >= 1", name="num_steps"),
         CheckConstraint("attempts >= 0", name="attempts"),

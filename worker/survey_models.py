@@ -46,7 +46,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from model_core.designs import DESIGNS
 from worker.db import Base, UTCDateTime, utcnow
-from worker.models import JOB_STATUSES
+from worker.models import JobState, job_checks
 
 STUDY_STATUSES = ("generating", "open", "closed", "failed")
 # Where raters come from: decides the ids read from the link, the exit links and the framing policy.
@@ -62,7 +62,6 @@ _platforms = ", ".join(f"'{s}'" for s in PLATFORMS)
 _sources = ", ".join(f"'{s}'" for s in RATER_SOURCES)
 _check_kinds = ", ".join(f"'{s}'" for s in CHECK_KINDS)
 _designs = ", ".join(f"'{s}'" for s in DESIGNS)
-_job_statuses = ", ".join(f"'{s}'" for s in JOB_STATUSES)
 
 
 class Study(Base):
@@ -330,7 +329,7 @@ class SurveyVote(Base):
         return self.client_ms if self.client_ms is not None else self.server_ms
 
 
-class MachineVoteJob(Base):
+class MachineVoteJob(JobState, Base):
     """One run of the machine judge over a study's pairs (``worker.machine_vote_runner``).
 
     Its life (queued, running under a lease, finished; progress; the reaper's re-sends) is a generation
@@ -343,31 +342,15 @@ class MachineVoteJob(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     study_id: Mapped[str] = mapped_column(ForeignKey("survey_studies.id", ondelete="CASCADE"), nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="queued")
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     settings_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
-
-    progress_step: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    progress_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    error: Mapped[str | None] = mapped_column(Text)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    lease_owner: Mapped[str | None] = mapped_column(String(128))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     owner_key_id: Mapped[str | None] = mapped_column(String(32))
     # Per arm: label accuracy, share inside the real manifold, mean utility; the judge's file and sha256.
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-
     __table_args__ = (
-        CheckConstraint(f"status IN ({_job_statuses})", name="status"),
-        CheckConstraint("progress_step >= 0 AND progress_total >= 0", name="progress"),
+        *job_checks(),
         CheckConstraint("attempts >= 0", name="attempts"),
         Index("ix_survey_machine_jobs_study", "study_id", "created_at"),
         Index("ix_survey_machine_jobs_status", "status", "created_at"),
