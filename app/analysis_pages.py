@@ -29,7 +29,8 @@ router = APIRouter(prefix="/researcher/analyses", include_in_schema=False)
 
 
 def markdown_blocks(text: str) -> list[dict]:
-    """The analyses' markdown (headings, pipe tables, paragraphs) as blocks a template renders, escaped."""
+    """The analyses' markdown (headings with their level, pipe tables, paragraphs) as blocks a template renders,
+    escaped."""
     blocks: list[dict] = []
     for line in text.splitlines():
         line = line.rstrip()
@@ -44,7 +45,8 @@ def markdown_blocks(text: str) -> list[dict]:
             else:
                 blocks.append({"type": "table", "head": cells, "rows": []})
         elif line.startswith("#"):
-            blocks.append({"type": "heading", "text": line.lstrip("#").strip().replace("`", "")})
+            level = len(line) - len(line.lstrip("#"))
+            blocks.append({"type": "heading", "level": level, "text": line.lstrip("#").strip().replace("`", "")})
         else:
             blocks.append({"type": "text", "text": line.replace("`", "")})
     return blocks
