@@ -37,7 +37,7 @@ def markdown_blocks(text: str) -> list[dict]:
         if not line:
             continue
         if line.startswith("|"):
-            cells = [c.strip().strip("`") for c in line.strip("|").split("|")]
+            cells = [c.strip().replace("`", "") for c in line.strip("|").split("|")]
             if all(set(c) <= set("-: ") for c in cells):
                 continue  # the header's separator row
             if blocks and blocks[-1]["type"] == "table":
