@@ -79,6 +79,20 @@ def test_the_list_shows_the_keys_own_reports_newest_first_and_no_others(tmp_path
         assert client.get("/researcher/robustness/not-an-id").status_code == 404
 
 
+def test_an_admin_key_sees_every_report(tmp_path):
+    from app.keys import create_key
+    from worker.db import session_scope
+
+    with pages(tmp_path) as client:
+        theirs = insert(client, "someone-else", "failed")
+        with session_scope(client.settings.database_url) as s:
+            admin = create_key(s, "admin", admin=True)[1]
+        client.post("/researcher/login", data={"api_key": admin}, follow_redirects=False)
+        assert theirs in client.get("/researcher/robustness").text
+        page = client.get(f"/researcher/robustness/{theirs}")
+        assert page.status_code == 200 and "There is no report (status failed)." in page.text
+
+
 def test_a_succeeded_report_renders_its_tables_sanity_checks_and_downloads(tmp_path):
     with pages(tmp_path) as client:
         job_id = insert(client, client.key_id, "succeeded")
