@@ -29,14 +29,15 @@ router = APIRouter(prefix="/researcher/analyses", include_in_schema=False)
 
 
 def markdown_blocks(text: str) -> list[dict]:
-    """The analyses' markdown (headings, pipe tables, paragraphs) as blocks a template renders, escaped."""
+    """The analyses' markdown (headings with their level, pipe tables, paragraphs) as blocks a template renders,
+    escaped."""
     blocks: list[dict] = []
     for line in text.splitlines():
         line = line.rstrip()
         if not line:
             continue
         if line.startswith("|"):
-            cells = [c.strip().strip("`") for c in line.strip("|").split("|")]
+            cells = [c.strip().replace("`", "") for c in line.strip("|").split("|")]
             if all(set(c) <= set("-: ") for c in cells):
                 continue  # the header's separator row
             if blocks and blocks[-1]["type"] == "table":
@@ -44,7 +45,8 @@ def markdown_blocks(text: str) -> list[dict]:
             else:
                 blocks.append({"type": "table", "head": cells, "rows": []})
         elif line.startswith("#"):
-            blocks.append({"type": "heading", "text": line.lstrip("#").strip().replace("`", "")})
+            level = len(line) - len(line.lstrip("#"))
+            blocks.append({"type": "heading", "level": level, "text": line.lstrip("#").strip().replace("`", "")})
         else:
             blocks.append({"type": "text", "text": line.replace("`", "")})
     return blocks

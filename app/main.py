@@ -41,6 +41,7 @@ ROUTERS = [
     "app.analysis_pages:router",
     "app.api.evaluations:router",
     "app.evaluation_pages:router",
+    "app.robustness_pages:router", "app.classification_pages:router",
     "app.survey.web:static_router",
 ]
 
