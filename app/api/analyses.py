@@ -16,12 +16,13 @@ from __future__ import annotations
 import base64
 import binascii
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy.orm import Session
 
-from app.auth import rate_limited_api_key, require_api_key
+from app.api.job_routes import JobApi
+from app.auth import rate_limited_api_key
 from app.deps import get_db, get_settings
 from app.errors import excerpt, problem_responses
 from app.keys import ApiKey
@@ -47,12 +48,6 @@ def analysis_limits(settings: Settings) -> AnalysisLimits:
                           max_steps=settings.max_steps, max_scale=settings.max_scale)
 
 
-def visible(job: AnalysisJob | None, key: ApiKey, job_id: str) -> AnalysisJob:
-    if job is None or not (key.is_admin or job.owner_key_id == key.id):
-        raise HTTPException(404, f"no analysis with id {excerpt(job_id, 40)!r}")
-    return job
-
-
 def resource(job: AnalysisJob) -> dict:
     base = f"{API}/{job.id}"
     total = max(job.progress_total, 1)
@@ -72,6 +67,9 @@ def resource(job: AnalysisJob) -> dict:
         "links": {"self": base, "cancel": f"{base}/cancel", "page": f"{PAGE}/{job.id}",
                   "sidecar": f"{base}/sidecar.json" if job.result else None},
     }
+
+
+JOBS = JobApi(noun="analysis", model=AnalysisJob, store=analysis_jobs, resource=resource)
 
 
 def _fields(body: AnalysisRequest) -> dict:
@@ -128,30 +126,10 @@ def create_analysis(body: AnalysisRequest, request: Request, response: Response,
     return resource(job)
 
 
-@router.get("/analyses", response_model=AnalysisList, summary="Your analysis jobs, newest first",
-            responses=problem_responses(401))
-def list_analyses(limit: int = Query(50, ge=1, le=200), key: ApiKey = Depends(researcher),
-                  session: Session = Depends(get_db)) -> dict:
-    rows = analysis_jobs.list_for(session, None if key.is_admin else key.id, limit)
-    return {"items": [resource(j) for j in rows]}
-
-
-@router.get("/analyses/{job_id}", response_model=AnalysisOut, summary="An analysis job",
-            responses=problem_responses(401, 404))
-def get_analysis(job_id: str, key: ApiKey = Depends(researcher), session: Session = Depends(get_db)) -> dict:
-    return resource(visible(analysis_jobs.get(session, job_id), key, job_id))
-
-
-@router.post("/analyses/{job_id}/cancel", response_model=AnalysisOut, summary="Cancel an analysis job",
-             responses=problem_responses(401, 404, 409))
-def cancel_analysis(job_id: str, key: ApiKey = Depends(require_api_key),
-                    session: Session = Depends(get_db)) -> dict:
-    visible(analysis_jobs.get(session, job_id), key, job_id)
-    try:
-        job = jobs.request_cancel(session, job_id, model=AnalysisJob)
-    except jobs.JobStateError as exc:
-        raise HTTPException(409, str(exc)) from None
-    return resource(job)
+JOBS.add_routes(router, "/analyses", out=AnalysisOut, listing=AnalysisList,
+                list_route=("list_analyses", "Your analysis jobs, newest first"),
+                get_route=("get_analysis", "An analysis job"),
+                cancel_route=("cancel_analysis", "Cancel an analysis job"))
 
 
 @router.get("/analyses/{job_id}/sidecar.json", summary="The JSON sidecar of a finished analysis",
@@ -159,7 +137,7 @@ def cancel_analysis(job_id: str, key: ApiKey = Depends(require_api_key),
                         "inputs (inputs/<sha256>.png) and run `rguide viz reproduce` on it.",
             responses={200: {"content": {"application/json": {}}}, **problem_responses(401, 404)})
 def analysis_sidecar(job_id: str, key: ApiKey = Depends(researcher), session: Session = Depends(get_db)):
-    job = visible(analysis_jobs.get(session, job_id), key, job_id)
+    job = JOBS.find(session, key, job_id)
     if job.result is None:
         raise HTTPException(404, f"analysis {job_id} has no sidecar yet (status {job.status})")
     return JSONResponse(job.result, headers={
@@ -178,7 +156,7 @@ def _media_file(settings: Settings, rel: str, media_type: str, what: str) -> Fil
             responses={200: {"content": {"image/png": {}, "text/markdown": {}}}, **problem_responses(401, 404)})
 def analysis_file(job_id: str, name: str, key: ApiKey = Depends(researcher), session: Session = Depends(get_db),
                   settings: Settings = Depends(get_settings)) -> FileResponse:
-    job = visible(analysis_jobs.get(session, job_id), key, job_id)
+    job = JOBS.find(session, key, job_id)
     entry = next((f for f in job.files or [] if f["name"] == name), None)
     if entry is None:
         raise HTTPException(404, f"analysis {job_id} has no file {excerpt(name, 40)!r}")
@@ -190,7 +168,7 @@ def analysis_file(job_id: str, name: str, key: ApiKey = Depends(researcher), ses
             responses={200: {"content": {"image/png": {}}}, **problem_responses(401, 404)})
 def analysis_input(job_id: str, sha256: str, key: ApiKey = Depends(researcher), session: Session = Depends(get_db),
                    settings: Settings = Depends(get_settings)) -> FileResponse:
-    job = visible(analysis_jobs.get(session, job_id), key, job_id)
+    job = JOBS.find(session, key, job_id)
     entry = next((i for i in job.inputs or [] if i["sha256"] == sha256), None)
     if entry is None:
         raise HTTPException(404, f"analysis {job_id} has no input {excerpt(sha256, 64)!r}")

@@ -13,16 +13,16 @@ from __future__ import annotations
 import base64
 import binascii
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
-from app.auth import rate_limited_api_key, require_api_key
+from app.api.job_routes import JobApi
+from app.auth import rate_limited_api_key
 from app.deps import get_db, get_settings
 from app.errors import excerpt, problem_responses
 from app.keys import ApiKey
 from app.schemas import ClassificationList, ClassificationOut, ClassificationRequest
-from app.survey.researcher_auth import researcher
 from app.validation import http_error
 from worker import classification_jobs, jobs, media
 from worker.celery_app import CLASSIFICATION_TASK_NAME
@@ -31,12 +31,6 @@ from worker.config import Settings
 
 router = APIRouter(prefix="/v1", tags=["classifications"])
 API = "/v1/classifications"
-
-
-def visible(job: ClassificationJob | None, key: ApiKey, job_id: str) -> ClassificationJob:
-    if job is None or not (key.is_admin or job.owner_key_id == key.id):
-        raise HTTPException(404, f"no classification with id {excerpt(job_id, 40)!r}")
-    return job
 
 
 def resource(job: ClassificationJob) -> dict:
@@ -51,6 +45,9 @@ def resource(job: ClassificationJob) -> dict:
             "finished_at": job.finished_at, "prediction": r.get("prediction"), "class_name": r.get("class_name"),
             "probabilities": r.get("probabilities"), "network_evaluations": r.get("network_evaluations"),
             "links": {"self": base, "cancel": f"{base}/cancel"}}
+
+
+JOBS = JobApi(noun="classification", model=ClassificationJob, store=classification_jobs, resource=resource)
 
 
 def _resolve(body: ClassificationRequest) -> tuple[str, dict, bytes]:
@@ -116,27 +113,7 @@ def create_classification(body: ClassificationRequest, request: Request, respons
     return resource(job)
 
 
-@router.get("/classifications", response_model=ClassificationList, summary="Your classification jobs, newest first",
-            responses=problem_responses(401))
-def list_classifications(limit: int = Query(50, ge=1, le=200), key: ApiKey = Depends(researcher),
-                         session: Session = Depends(get_db)) -> dict:
-    rows = classification_jobs.list_for(session, None if key.is_admin else key.id, limit)
-    return {"items": [resource(j) for j in rows]}
-
-
-@router.get("/classifications/{job_id}", response_model=ClassificationOut, summary="A classification job",
-            responses=problem_responses(401, 404))
-def get_classification(job_id: str, key: ApiKey = Depends(researcher), session: Session = Depends(get_db)) -> dict:
-    return resource(visible(classification_jobs.get(session, job_id), key, job_id))
-
-
-@router.post("/classifications/{job_id}/cancel", response_model=ClassificationOut,
-             summary="Cancel a classification job", responses=problem_responses(401, 404, 409))
-def cancel_classification(job_id: str, key: ApiKey = Depends(require_api_key),
-                          session: Session = Depends(get_db)) -> dict:
-    visible(classification_jobs.get(session, job_id), key, job_id)
-    try:
-        job = jobs.request_cancel(session, job_id, model=ClassificationJob)
-    except jobs.JobStateError as exc:
-        raise HTTPException(409, str(exc)) from None
-    return resource(job)
+JOBS.add_routes(router, "/classifications", out=ClassificationOut, listing=ClassificationList,
+                list_route=("list_classifications", "Your classification jobs, newest first"),
+                get_route=("get_classification", "A classification job"),
+                cancel_route=("cancel_classification", "Cancel a classification job"))

@@ -22,6 +22,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from sqlalchemy.orm import Session
 
+from app.api import job_routes
 from app.auth import rate_limited_api_key, require_api_key
 from app.deps import get_db, get_settings
 from app.errors import excerpt, problem_responses
@@ -137,9 +138,7 @@ def resource(session: Session, ev: Evaluation) -> dict:
 
 
 def visible(ev: Evaluation | None, key: ApiKey, evaluation_id: str) -> Evaluation:
-    if ev is None or not (key.is_admin or ev.owner_key_id == key.id):
-        raise HTTPException(404, f"no evaluation with id {excerpt(evaluation_id, 40)!r}")
-    return ev
+    return job_routes.visible(ev, key, evaluation_id, "evaluation")
 
 
 def _send(request: Request, session: Session, shard_ids: list[str]) -> None:

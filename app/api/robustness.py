@@ -17,12 +17,13 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from app.auth import rate_limited_api_key, require_api_key
+from app.api.job_routes import JobApi
+from app.auth import rate_limited_api_key
 from app.deps import get_db
 from app.errors import excerpt, problem_responses
 from app.keys import ApiKey
@@ -168,12 +169,6 @@ def _request_hash(body: RobustnessRequest) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def visible(job: RobustnessJob | None, key: ApiKey, job_id: str) -> RobustnessJob:
-    if job is None or not (key.is_admin or job.owner_key_id == key.id):
-        raise HTTPException(404, f"no robustness report with id {excerpt(job_id, 40)!r}")
-    return job
-
-
 def resource(job: RobustnessJob) -> dict:
     base = f"{API}/{job.id}"
     step = job.progress_total if job.status == "succeeded" else min(job.progress_step, job.progress_total)
@@ -186,6 +181,9 @@ def resource(job: RobustnessJob) -> dict:
             "links": {"self": base, "cancel": f"{base}/cancel",
                       "markdown": f"{base}/report.md" if done else None,
                       "per_sample": f"{base}/per_sample.json" if done else None}}
+
+
+JOBS = JobApi(noun="robustness report", model=RobustnessJob, store=robustness_jobs, resource=resource)
 
 
 @router.post("/robustness-reports", status_code=202, response_model=RobustnessReportOut,
@@ -222,33 +220,14 @@ def create_report(
     return resource(job)
 
 
-@router.get("/robustness-reports", response_model=RobustnessReportList,
-            summary="Your robustness reports, newest first", responses=problem_responses(401))
-def list_reports(limit: int = Query(50, ge=1, le=200), key: ApiKey = Depends(researcher),
-                 session: Session = Depends(get_db)) -> dict:
-    rows = robustness_jobs.list_for(session, None if key.is_admin else key.id, limit)
-    return {"items": [resource(j) for j in rows]}
-
-
-@router.get("/robustness-reports/{job_id}", response_model=RobustnessReportOut, summary="A robustness report job",
-            responses=problem_responses(401, 404))
-def get_report(job_id: str, key: ApiKey = Depends(researcher), session: Session = Depends(get_db)) -> dict:
-    return resource(visible(robustness_jobs.get(session, job_id), key, job_id))
-
-
-@router.post("/robustness-reports/{job_id}/cancel", response_model=RobustnessReportOut,
-             summary="Cancel a robustness report", responses=problem_responses(401, 404, 409))
-def cancel_report(job_id: str, key: ApiKey = Depends(require_api_key), session: Session = Depends(get_db)) -> dict:
-    visible(robustness_jobs.get(session, job_id), key, job_id)
-    try:
-        job = jobs.request_cancel(session, job_id, model=RobustnessJob)
-    except jobs.JobStateError as exc:
-        raise HTTPException(409, str(exc)) from None
-    return resource(job)
+JOBS.add_routes(router, "/robustness-reports", out=RobustnessReportOut, listing=RobustnessReportList,
+                list_route=("list_reports", "Your robustness reports, newest first"),
+                get_route=("get_report", "A robustness report job"),
+                cancel_route=("cancel_report", "Cancel a robustness report"))
 
 
 def _finished(session: Session, key: ApiKey, job_id: str) -> RobustnessJob:
-    job = visible(robustness_jobs.get(session, job_id), key, job_id)
+    job = JOBS.find(session, key, job_id)
     if job.status != "succeeded" or job.result is None:
         raise HTTPException(404, f"robustness report {job_id} has no result yet (status {job.status})")
     return job

@@ -2,56 +2,19 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import func, select
 
-from model_core.images import encode_png
-from survey_support import new_key, sqlite_settings
+from job_api_support import Recorder, b64png, count_rows, run_queued
+from survey_support import new_key, survey_api
 
 pytestmark = pytest.mark.slow  # runs the tiny model in-process
 
 
-@contextlib.contextmanager
-def api(tmp_path, **overrides):
-    from app.main import create_app
-    from worker import db
-
-    settings = sqlite_settings(tmp_path, max_images_per_request=3, **overrides)
-    with TestClient(create_app(settings, run_reaper=False)) as client:
-        client.settings = settings
-        client.hdr = {"Authorization": f"Bearer {new_key(settings)}"}
-        yield client
-    db.dispose_engines()
-
-
-def b64png(seed=0, size=16, channels=3) -> str:
-    rng = np.random.default_rng(seed)
-    return base64.b64encode(encode_png(rng.integers(0, 256, (size, size, channels), dtype=np.uint8))).decode()
-
-
-def count_analyses(client) -> int:
-    from worker.analysis_models import AnalysisJob
-
-    with client.app.state.sessions() as s:
-        return s.scalar(select(func.count()).select_from(AnalysisJob))
-
-
-def run_queued(settings) -> list[str]:
-    import torch
-
-    from worker.analysis_models import AnalysisJob
-    from worker.analysis_runner import run_analysis_job
-    from worker.db import session_factory
-
-    torch.set_num_threads(1)
-    with session_factory(settings.database_url)() as s:
-        ids = list(s.scalars(select(AnalysisJob.id).where(AnalysisJob.status == "queued")))
-    return [run_analysis_job(settings, i) for i in ids]
+def api(tmp_path):
+    return survey_api(tmp_path, max_images_per_request=3)
 
 
 BAD = [
@@ -81,7 +44,7 @@ def test_bad_input_is_a_422_naming_the_field_and_stores_nothing(tmp_path, body, 
         r = client.post("/v1/analyses", json=body, headers=client.hdr)
         assert r.status_code == 422, r.text
         assert loc in [e["loc"] for e in r.json()["detail"]], r.json()
-        assert count_analyses(client) == 0
+        assert count_rows(client, "analysis") == 0
         assert not any(client.settings.media_dir.rglob("*.png"))
 
 
@@ -90,7 +53,7 @@ def test_analyses_need_a_researcher_key(tmp_path):
         r = client.post("/v1/analyses", json={"kind": "compare", "preset": "tiny", "labels": [1]})
         assert r.status_code == 401
         assert client.get("/v1/analyses").status_code == 401
-        assert count_analyses(client) == 0
+        assert count_rows(client, "analysis") == 0
 
 
 def test_a_compare_job_runs_on_the_worker_and_matches_the_cli(tmp_path):
@@ -104,7 +67,7 @@ def test_a_compare_job_runs_on_the_worker_and_matches_the_cli(tmp_path):
         job = r.json()
         assert r.headers["Location"] == job["links"]["self"] and job["status"] == "queued"
         assert job["settings"]["labels"] == [1, 2] and job["settings"]["seeds"] == [4, 5]
-        assert run_queued(client.settings) == ["succeeded"]
+        assert run_queued(client.settings, "analysis") == ["succeeded"]
         done = client.get(job["links"]["self"], headers=client.hdr).json()
         assert done["status"] == "succeeded" and done["progress"] == 1.0 and done["progress_total"] == 4
         png = client.get(done["files"][0]["url"], headers=client.hdr)
@@ -132,7 +95,7 @@ def test_uploaded_images_are_stored_served_and_reproduce_from_the_downloaded_sid
                 "images": [{"png_base64": b64png(1), "label": 2}, {"png_base64": b64png(2), "label": "red"}]}
         job = client.post("/v1/analyses", json=body, headers=client.hdr).json()
         assert [i["label"] for i in job["inputs"]] == [2, 0]
-        assert run_queued(client.settings) == ["succeeded"]
+        assert run_queued(client.settings, "analysis") == ["succeeded"]
         done = client.get(job["links"]["self"], headers=client.hdr).json()
         assert {f["name"] for f in done["files"]} == {"gradients.png", "gradients.md"}
         assert "robust - vanilla" in done["summary"]["buckets"]["0-499"]["differences"]
@@ -154,7 +117,7 @@ def test_cancel_a_queued_analysis(tmp_path):
                           headers=client.hdr).json()
         r = client.post(job["links"]["cancel"], headers=client.hdr)
         assert r.status_code == 200 and r.json()["status"] == "canceled"
-        assert run_queued(client.settings) == []
+        assert run_queued(client.settings, "analysis") == []
 
 
 def test_the_researcher_pages_show_the_result_with_its_settings(tmp_path):
@@ -167,7 +130,7 @@ def test_the_researcher_pages_show_the_result_with_its_settings(tmp_path):
         assert client.post("/researcher/login", data={"api_key": key}, follow_redirects=False).status_code == 303
         page = client.get(job["links"]["page"])
         assert page.status_code == 200 and "queued" in page.text and page.headers["Refresh"] == "5"
-        run_queued(client.settings)
+        run_queued(client.settings, "analysis")
         page = client.get(job["links"]["page"]).text
         assert 'src="/v1/analyses/%s/files/gradients.png"' % job["id"] in page
         assert "robust - vanilla (paired)" in page and "<th>timesteps</th>" in page
@@ -245,17 +208,6 @@ def test_a_running_analysis_stops_at_its_next_progress_report_when_canceled(tmp_
 def test_the_reaper_resends_a_lost_analysis_as_an_analysis_task(tmp_path):
     from worker.celery_app import ANALYSIS_TASK_NAME, TASK_NAME
     from worker.reaper import reap_once
-
-    class Recorder:
-        def __init__(self):
-            self.sent = []
-
-        def pending(self):
-            return 0  # the broker holds nothing: every queued job's message was lost
-
-        def send(self, ids, task=TASK_NAME):
-            self.sent.append((tuple(ids), task))
-            return list(ids)
 
     with api(tmp_path) as client:
         client.app.state.enqueuer.send = lambda ids, task=TASK_NAME: list(ids)  # "accepted", then lost

@@ -2,27 +2,11 @@
 cancelled, resumed (finished shards kept) and merged into the numbers of one process."""
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest
-from fastapi.testclient import TestClient
 
-from survey_support import new_key, sqlite_settings
-
-
-@contextlib.contextmanager
-def api(tmp_path):
-    from app.main import create_app
-    from worker import db
-
-    settings = sqlite_settings(tmp_path)
-    with TestClient(create_app(settings, run_reaper=False)) as client:
-        client.settings = settings
-        client.key = new_key(settings)
-        client.hdr = {"Authorization": f"Bearer {client.key}"}
-        yield client
-    db.dispose_engines()
+from survey_support import survey_api as api
 
 
 @pytest.mark.parametrize("body, field", [

@@ -3,38 +3,16 @@ cancel and the reaper, and a report run by the worker's own code (SQLite; tests/
 Redis and a Celery worker)."""
 from __future__ import annotations
 
-import contextlib
-
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import func, select
 
-from survey_support import new_key, sqlite_settings
+from job_api_support import Recorder, count_rows
+from survey_support import new_key
+from survey_support import survey_api as api
 
 # The tiny preset records no training data, so it has no held-out images: the runs use the demo's digits with
 # settings small enough for seconds of CPU (two images, a one-timestep diffusion classifier).
 SMALL = {"preset": "demo", "attacks": ["fgsm", "fgm-l2"], "n": 2, "schedule": "1", "sanity_n": 2,
          "sanity_eps": [0.05, 0.3], "sanity_eps_l2": [1.0, 3.0], "batch_size": 2}
-
-
-@contextlib.contextmanager
-def api(tmp_path, **overrides):
-    from app.main import create_app
-    from worker import db
-
-    settings = sqlite_settings(tmp_path, **overrides)
-    with TestClient(create_app(settings, run_reaper=False)) as client:
-        client.settings = settings
-        client.hdr = {"Authorization": f"Bearer {new_key(settings)}"}
-        yield client
-    db.dispose_engines()
-
-
-def count(client) -> int:
-    from worker.robustness_models import RobustnessJob
-
-    with client.app.state.sessions() as s:
-        return s.scalar(select(func.count()).select_from(RobustnessJob))
 
 
 BAD = [
@@ -62,13 +40,13 @@ def test_bad_input_is_a_422_naming_the_field_and_stores_nothing(tmp_path, body, 
         r = client.post("/v1/robustness-reports", json=body, headers=client.hdr)
         assert r.status_code == 422, r.text
         assert loc in [e["loc"] for e in r.json()["detail"]], r.json()
-        assert count(client) == 0
+        assert count_rows(client, "robustness_report") == 0
 
 
 def test_reports_need_a_key_and_are_private_to_it(tmp_path):
     with api(tmp_path) as client:
         assert client.post("/v1/robustness-reports", json=SMALL).status_code == 401
-        assert count(client) == 0
+        assert count_rows(client, "robustness_report") == 0
         job = client.post("/v1/robustness-reports", json=SMALL, headers=client.hdr).json()
         other = {"Authorization": f"Bearer {new_key(client.settings, 'other')}"}
         assert client.get(job["links"]["self"], headers=other).status_code == 404
@@ -81,26 +59,15 @@ def test_idempotency_key_returns_the_first_job_and_refuses_another_body(tmp_path
         a = client.post("/v1/robustness-reports", json=SMALL, headers=hdr)
         b = client.post("/v1/robustness-reports", json=SMALL, headers=hdr)
         assert a.status_code == b.status_code == 202 and a.json()["id"] == b.json()["id"]
-        assert b.headers.get("Idempotent-Replayed") == "true" and count(client) == 1
+        assert b.headers.get("Idempotent-Replayed") == "true" and count_rows(client, "robustness_report") == 1
         c = client.post("/v1/robustness-reports", json={**SMALL, "n": 3}, headers=hdr)
         assert c.status_code == 422 and ["header", "Idempotency-Key"] in [e["loc"] for e in c.json()["detail"]]
-        assert count(client) == 1
+        assert count_rows(client, "robustness_report") == 1
 
 
 def test_cancel_a_queued_report_and_the_reaper_resends_lost_ones(tmp_path):
     from worker.celery_app import ROBUSTNESS_TASK_NAME, TASK_NAME
     from worker.reaper import reap_once
-
-    class Recorder:
-        def __init__(self):
-            self.sent = []
-
-        def pending(self):
-            return 0
-
-        def send(self, ids, task=TASK_NAME):
-            self.sent.append((tuple(ids), task))
-            return list(ids)
 
     with api(tmp_path) as client:
         client.app.state.enqueuer.send = lambda ids, task=TASK_NAME: list(ids)  # "accepted", then lost
