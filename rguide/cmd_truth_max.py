@@ -12,7 +12,8 @@ from rguide.cli import CLIError
 FLAGS = {"batch_size": "--batch-size", "total_steps": "--steps", "lr": "--lr", "warmup_steps": "--warmup",
          "weight_decay": "--weight-decay", "attack": "--attack", "attack_steps": "--attack-steps",
          "surrogate": "--surrogate", "ckpt_every": "--ckpt-every", "select_n": "--select-n", "data": "--data",
-         "preset": "--preset", "out": "--out", "select_schedule": "--select-schedule"}
+         "preset": "--preset", "out": "--out", "select_schedule": "--select-schedule",
+         "eval_seed": "--eval-seed", "seed": "--seed"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--select-n", type=int, default=d.select_n, help="held-out digits for checkpoint selection")
     p.add_argument("--select-schedule", default=None, help="diffusion classifier schedule for selection (5:3,15)")
     p.add_argument("--no-select", action="store_true", help="train only")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="training: batches, attack starts, timesteps, noise")
+    p.add_argument("--eval-seed", type=int, default=d.eval_seed,
+                   help="the robustness report's --seed: selection uses the last --select-n digits of its "
+                        "permutation, its attack seed and its diffusion-classifier draws")
     p.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
@@ -69,7 +73,8 @@ def run_truth_max(args: argparse.Namespace) -> int:
     cfg = TruthMaxConfig(preset=preset.name, data=args.data, batch_size=args.batch_size, total_steps=args.steps,
                          lr=args.lr, warmup_steps=args.warmup, weight_decay=args.weight_decay, attack=args.attack,
                          attack_steps=args.attack_steps, surrogate=args.surrogate, seed=args.seed,
-                         ckpt_every=args.ckpt_every, select_n=args.select_n, select_schedule=args.select_schedule)
+                         ckpt_every=args.ckpt_every, select_n=args.select_n, select_schedule=args.select_schedule,
+                         eval_seed=args.eval_seed)
     try:
         res = train_truth_max(cfg, args.out, device=args.device, max_minutes=args.max_minutes,
                               progress=not args.no_progress)

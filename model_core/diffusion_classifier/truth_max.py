@@ -48,6 +48,10 @@ class TruthMaxConfig:
     surrogate: str = "vanilla"
     seed: int = 0
     ckpt_every: int = 100
+    # The robustness report's --seed: selection scores every checkpoint on the last select_n images of that
+    # report's permutation, with its attack seed and diffusion-classifier draws, so runs that differ only in
+    # their training seed are selected on the same digits, apart from the report's.
+    eval_seed: int = 0
     # checkpoint selection: robust accuracy (transfer attack from the surrogate) of the diffusion classifier
     select_n: int = 64
     select_schedule: str | None = None
@@ -172,7 +176,7 @@ def select_checkpoint(cfg: TruthMaxConfig, out: str | Path, *, pipeline=None, da
     """Robust accuracy of every checkpoint (and of the starting weights, step 0) on held-out digits.
 
     The images are the **last** ``select_n`` of the permutation whose first n
-    the robustness report uses (seed ``cfg.seed``), so selection and report
+    the robustness report uses (seed ``cfg.eval_seed``, the report's ``--seed``), so selection and report
     are disjoint while n + select_n <= the held-out size. Robust accuracy here
     is the diffusion classifier's under the training attack made on the
     surrogate (transfer), the setting Truth Maximization trains for. Writes
@@ -192,11 +196,11 @@ def select_checkpoint(cfg: TruthMaxConfig, out: str | Path, *, pipeline=None, da
     if dataset is None:
         spec, split = heldout_data(preset, cfg.data)
         dataset = load_dataset(spec, split=split, image_size=preset.image_size, channels=preset.in_channels)
-    perm = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed))
+    perm = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.eval_seed))
     idx = perm[-min(cfg.select_n, len(dataset)):]
     x, y = dataset.images[idx].to(device), dataset.labels[idx].to(device)
     surrogate = AtTimestep(pipe.classifiers[cfg.surrogate], 0).eval()
-    x_adv = perturb(surrogate, x, y, cfg.attack, cfg.attack_steps, seed=cfg.seed + 7)
+    x_adv = perturb(surrogate, x, y, cfg.attack, cfg.attack_steps, seed=cfg.eval_seed + 7)
     found = checkpoints(out)
     if not found:
         raise SettingError("out", f"{out} holds no Truth Maximization checkpoints (ckpt_*.pt)")
@@ -208,7 +212,7 @@ def select_checkpoint(cfg: TruthMaxConfig, out: str | Path, *, pipeline=None, da
             model.load_state_dict(pipe.unet.state_dict())
         else:
             load_weights(model, path, what="truth-max checkpoint")
-        dc = from_pipeline(pipe, schedule=cfg.select_schedule or "5:3,15", seed=cfg.seed)
+        dc = from_pipeline(pipe, schedule=cfg.select_schedule or "5:3,15", seed=cfg.eval_seed)
         dc.unet = model
         clean = (dc.classify(x).predictions == y.cpu()).float().mean().item()
         robust = (dc.classify(x_adv).predictions == y.cpu()).float().mean().item()

@@ -60,6 +60,22 @@ def test_truth_max_run_checkpoints_and_selects(tiny, tmp_path):
         TruthMaxConfig(attack="autoattack").validate()
 
 
+def test_selection_digits_follow_the_report_seed_not_the_training_seed(tiny, tmp_path):
+    # two runs that differ only in their training seed are selected on the same digits, the last select_n
+    # of the report's permutation (so none of the report's first n), and a different eval_seed moves them
+    data = _data(12, seed=3)
+    picked = {}
+    for seed, eval_seed in ((0, 0), (5, 0), (0, 2)):
+        out = tmp_path / f"s{seed}-e{eval_seed}"
+        cfg = TruthMaxConfig(preset="tiny", batch_size=4, total_steps=1, ckpt_every=1, warmup_steps=1, lr=1e-4,
+                             attack="fgsm", select_n=4, select_schedule="2", seed=seed, eval_seed=eval_seed)
+        train_truth_max(cfg, out, pipeline=tiny, dataset=_data(), progress=False)
+        picked[seed, eval_seed] = select_checkpoint(cfg, out, pipeline=tiny, dataset=data)["indices"]
+    report_first = torch.randperm(12, generator=torch.Generator().manual_seed(0))[:8].tolist()
+    assert picked[0, 0] == picked[5, 0] and not set(picked[0, 0]) & set(report_first)
+    assert picked[0, 2] != picked[0, 0]
+
+
 @pytest.mark.slow
 def test_report_end_to_end_on_tiny(tiny, tmp_path):
     from model_core.robustness.report import ReportConfig, planned_phases, run_report, to_markdown, write_report
