@@ -13,7 +13,8 @@ FLAGS = {"batch_size": "--batch-size", "total_steps": "--steps", "lr": "--lr", "
          "weight_decay": "--weight-decay", "attack": "--attack", "attack_steps": "--attack-steps",
          "surrogate": "--surrogate", "ckpt_every": "--ckpt-every", "select_n": "--select-n", "data": "--data",
          "preset": "--preset", "out": "--out", "select_schedule": "--select-schedule",
-         "eval_seed": "--eval-seed", "seed": "--seed"}
+         "eval_seed": "--eval-seed", "seed": "--seed",
+         "select_attack": "--select-attack"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,11 +38,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=d.lr, help="after warm-up (the paper: 1e-6 for Stable Diffusion)")
     p.add_argument("--warmup", type=int, default=d.warmup_steps)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--attack", default=d.attack, help="fgsm, pgd or pgd-l2 (rguide robustness --help)")
+    p.add_argument("--attack", default=d.attack,
+                   help="fgsm, pgd, fgm-l2 or pgd-l2 (rguide robustness --help), or none: fine-tune on the clean "
+                        "digits, the control that separates Truth Maximization from more training")
     p.add_argument("--attack-steps", type=int, default=d.attack_steps)
     p.add_argument("--surrogate", default=d.surrogate)
     p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
     p.add_argument("--select-n", type=int, default=d.select_n, help="held-out digits for checkpoint selection")
+    p.add_argument("--select-attack", default=d.select_attack,
+                   help="the transfer attack checkpoints are selected under (made on --surrogate)")
     p.add_argument("--select-schedule", default=None, help="diffusion classifier schedule for selection (5:3,15)")
     p.add_argument("--no-select", action="store_true", help="train only")
     p.add_argument("--seed", type=int, default=d.seed, help="training: batches, attack starts, timesteps, noise")
@@ -74,7 +79,7 @@ def run_truth_max(args: argparse.Namespace) -> int:
                          lr=args.lr, warmup_steps=args.warmup, weight_decay=args.weight_decay, attack=args.attack,
                          attack_steps=args.attack_steps, surrogate=args.surrogate, seed=args.seed,
                          ckpt_every=args.ckpt_every, select_n=args.select_n, select_schedule=args.select_schedule,
-                         eval_seed=args.eval_seed)
+                         eval_seed=args.eval_seed, select_attack=args.select_attack)
     try:
         res = train_truth_max(cfg, args.out, device=args.device, max_minutes=args.max_minutes,
                               progress=not args.no_progress)

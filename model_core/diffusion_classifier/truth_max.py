@@ -30,6 +30,10 @@ import torch
 
 from model_core.errors import SettingError
 
+# The training "attack" that leaves the digits clean: the same fine-tuning without perturbations, the control
+# that tells Truth Maximization's effect apart from that of more training steps alone.
+CLEAN = "none"
+
 
 @dataclass
 class TruthMaxConfig:
@@ -55,6 +59,7 @@ class TruthMaxConfig:
     # checkpoint selection: robust accuracy (transfer attack from the surrogate) of the diffusion classifier
     select_n: int = 64
     select_schedule: str | None = None
+    select_attack: str = "pgd"          # made on the surrogate with attack_steps, whatever the training attack
 
     def validate(self) -> None:
         from model_core.robustness.threats import ATTACKS
@@ -66,9 +71,13 @@ class TruthMaxConfig:
             raise SettingError("warmup_steps", "{warmup_steps} must be >= 0")
         if not self.lr > 0 or self.weight_decay < 0:
             raise SettingError("lr", "{lr} must be > 0 and {weight_decay} >= 0", also=("weight_decay",))
-        if self.attack not in ATTACKS or ATTACKS[self.attack].kind == "autoattack":
+        usable = [k for k, a in ATTACKS.items() if a.kind != "autoattack"]
+        if self.attack not in usable + [CLEAN]:
             raise SettingError("attack", f"{{attack}} {self.attack!r}: choose fgsm or a pgd attack "
-                                         f"({', '.join(k for k, a in ATTACKS.items() if a.kind != 'autoattack')})")
+                                         f"({', '.join(usable)}), or {CLEAN!r} for the clean-data control")
+        if self.select_attack not in usable:
+            raise SettingError("select_attack", f"{{select_attack}} {self.select_attack!r}: choose "
+                                                f"{', '.join(usable)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,6 +92,8 @@ def perturb(surrogate: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, attack
     from model_core.robustness.image_attacks import fgsm, pgd
     from model_core.robustness.threats import ATTACKS, model_eps
 
+    if attack == CLEAN:
+        return x
     spec = ATTACKS[attack]
     if spec.kind == "fgsm":
         return fgsm(surrogate, x, y, eps=model_eps(spec.eps), norm=spec.norm)
@@ -178,8 +189,10 @@ def select_checkpoint(cfg: TruthMaxConfig, out: str | Path, *, pipeline=None, da
     The images are the **last** ``select_n`` of the permutation whose first n
     the robustness report uses (seed ``cfg.eval_seed``, the report's ``--seed``), so selection and report
     are disjoint while n + select_n <= the held-out size. Robust accuracy here
-    is the diffusion classifier's under the training attack made on the
-    surrogate (transfer), the setting Truth Maximization trains for. Writes
+    is the diffusion classifier's under ``select_attack`` (default PGD,
+    the training attack's default) made on the surrogate (transfer), the
+    setting Truth Maximization trains for; a clean-data control (``attack
+    = "none"``) is selected under the same attack. Writes
     ``selection.json`` and copies the best checkpoint to ``best.pt``.
     """
     import shutil
@@ -200,7 +213,7 @@ def select_checkpoint(cfg: TruthMaxConfig, out: str | Path, *, pipeline=None, da
     idx = perm[-min(cfg.select_n, len(dataset)):]
     x, y = dataset.images[idx].to(device), dataset.labels[idx].to(device)
     surrogate = AtTimestep(pipe.classifiers[cfg.surrogate], 0).eval()
-    x_adv = perturb(surrogate, x, y, cfg.attack, cfg.attack_steps, seed=cfg.eval_seed + 7)
+    x_adv = perturb(surrogate, x, y, cfg.select_attack, cfg.attack_steps, seed=cfg.eval_seed + 7)
     found = checkpoints(out)
     if not found:
         raise SettingError("out", f"{out} holds no Truth Maximization checkpoints (ckpt_*.pt)")
@@ -221,7 +234,8 @@ def select_checkpoint(cfg: TruthMaxConfig, out: str | Path, *, pipeline=None, da
         if progress is not None:
             progress("selecting checkpoints", i + 1, len(candidates))
     best = max(rows, key=lambda r: (r["robust_accuracy"], r["clean_accuracy"], -r["step"]))
-    result = {"n": len(idx), "indices": idx.tolist(), "attack": cfg.attack, "attack_steps": cfg.attack_steps,
+    result = {"n": len(idx), "indices": idx.tolist(), "attack": cfg.select_attack, "attack_steps": cfg.attack_steps,
+              "training_attack": cfg.attack,
               "surrogate": f"{cfg.surrogate} classifier at t = 0", "schedule": cfg.select_schedule or "5:3,15",
               "checkpoints": rows, "best": best}
     if best["step"] > 0:

@@ -58,6 +58,18 @@ def test_truth_max_run_checkpoints_and_selects(tiny, tmp_path):
     assert json.loads((tmp_path / "selection.json").read_text())["best"] == sel["best"]
     with pytest.raises(SettingError):
         TruthMaxConfig(attack="autoattack").validate()
+    with pytest.raises(SettingError, match="select_attack"):
+        TruthMaxConfig(select_attack="none").validate()
+
+
+def test_the_clean_control_trains_on_unperturbed_digits_and_is_selected_under_the_attack(tiny, tmp_path):
+    cfg = TruthMaxConfig(preset="tiny", batch_size=4, total_steps=1, ckpt_every=1, warmup_steps=1, lr=1e-4,
+                         attack="none", select_attack="fgsm", select_n=4, select_schedule="2")
+    train_truth_max(cfg, tmp_path, pipeline=tiny, dataset=_data(), progress=False)
+    line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert line["perturbation_linf"] == 0
+    sel = select_checkpoint(cfg, tmp_path, pipeline=tiny, dataset=_data(12, seed=3))
+    assert sel["attack"] == "fgsm" and sel["training_attack"] == "none"
 
 
 def test_selection_digits_follow_the_report_seed_not_the_training_seed(tiny, tmp_path):
