@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy.orm import Session
 
-from app.api.job_routes import JobApi
+from app.api.job_routes import JobApi, media_file
 from app.auth import rate_limited_api_key
 from app.deps import get_db, get_settings
 from app.errors import excerpt, problem_responses
@@ -144,13 +144,6 @@ def analysis_sidecar(job_id: str, key: ApiKey = Depends(researcher), session: Se
         "Content-Disposition": f'attachment; filename="{job.kind}.json"'})
 
 
-def _media_file(settings: Settings, rel: str, media_type: str, what: str) -> FileResponse:
-    path = media.resolve(settings.media_dir, rel)
-    if not path.is_file():
-        raise HTTPException(404, f"{what} is recorded but missing from the media directory")
-    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=86400"})
-
-
 @router.get("/analyses/{job_id}/files/{name}", summary="A file of a finished analysis (PNG or markdown table)",
             response_class=FileResponse,
             responses={200: {"content": {"image/png": {}, "text/markdown": {}}}, **problem_responses(401, 404)})
@@ -160,7 +153,7 @@ def analysis_file(job_id: str, name: str, key: ApiKey = Depends(researcher), ses
     entry = next((f for f in job.files or [] if f["name"] == name), None)
     if entry is None:
         raise HTTPException(404, f"analysis {job_id} has no file {excerpt(name, 40)!r}")
-    return _media_file(settings, entry["path"], entry["media_type"], f"file {name}")
+    return media_file(settings, entry["path"], entry["media_type"], f"file {name}")
 
 
 @router.get("/analyses/{job_id}/inputs/{sha256}.png", summary="An uploaded input image",
@@ -172,4 +165,4 @@ def analysis_input(job_id: str, sha256: str, key: ApiKey = Depends(researcher), 
     entry = next((i for i in job.inputs or [] if i["sha256"] == sha256), None)
     if entry is None:
         raise HTTPException(404, f"analysis {job_id} has no input {excerpt(sha256, 64)!r}")
-    return _media_file(settings, entry["path"], "image/png", f"input {sha256}")
+    return media_file(settings, entry["path"], "image/png", f"input {sha256}")

@@ -14,15 +14,17 @@ import base64
 import binascii
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import FileResponse
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
-from app.api.job_routes import JobApi
+from app.api.job_routes import JobApi, media_file
 from app.auth import rate_limited_api_key
 from app.deps import get_db, get_settings
 from app.errors import excerpt, problem_responses
 from app.keys import ApiKey
 from app.schemas import ClassificationList, ClassificationOut, ClassificationRequest
+from app.survey.researcher_auth import researcher
 from app.validation import http_error
 from worker import classification_jobs, jobs, media
 from worker.celery_app import CLASSIFICATION_TASK_NAME
@@ -44,7 +46,7 @@ def resource(job: ClassificationJob) -> dict:
             "attempts": job.attempts, "created_at": job.created_at, "started_at": job.started_at,
             "finished_at": job.finished_at, "prediction": r.get("prediction"), "class_name": r.get("class_name"),
             "probabilities": r.get("probabilities"), "network_evaluations": r.get("network_evaluations"),
-            "links": {"self": base, "cancel": f"{base}/cancel"}}
+            "links": {"self": base, "cancel": f"{base}/cancel", "image": f"{base}/image.png"}}
 
 
 JOBS = JobApi(noun="classification", model=ClassificationJob, store=classification_jobs, resource=resource)
@@ -117,3 +119,12 @@ JOBS.add_routes(router, "/classifications", out=ClassificationOut, listing=Class
                 list_route=("list_classifications", "Your classification jobs, newest first"),
                 get_route=("get_classification", "A classification job"),
                 cancel_route=("cancel_classification", "Cancel a classification job"))
+
+
+@router.get("/classifications/{job_id}/image.png", summary="The image a classification job classifies",
+            response_class=FileResponse,
+            responses={200: {"content": {"image/png": {}}}, **problem_responses(401, 404)})
+def classification_image(job_id: str, key: ApiKey = Depends(researcher), session: Session = Depends(get_db),
+                         settings: Settings = Depends(get_settings)) -> FileResponse:
+    job = JOBS.find(session, key, job_id)
+    return media_file(settings, job.image_path, "image/png", f"the image of classification {job_id}")

@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import FileResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
@@ -20,7 +21,16 @@ from app.deps import get_db
 from app.errors import excerpt, problem_responses
 from app.keys import ApiKey
 from app.survey.researcher_auth import researcher
-from worker import jobs
+from worker import jobs, media
+from worker.config import Settings
+
+
+def media_file(settings: Settings, rel: str, media_type: str, what: str) -> FileResponse:
+    """A job's stored file (an upload or a result) by its path under the media directory."""
+    path = media.resolve(settings.media_dir, rel)
+    if not path.is_file():
+        raise HTTPException(404, f"{what} is recorded but missing from the media directory")
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=86400"})
 
 
 def visible(job: Any, key: ApiKey, job_id: str, noun: str) -> Any:

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import numpy as np
 import pytest
 
 from job_api_support import Recorder, b64png, count_rows, run_queued
-from survey_support import survey_api as api
+from survey_support import new_key, survey_api as api
 
 pytestmark = pytest.mark.slow  # runs the tiny model in-process
 
@@ -70,6 +71,12 @@ def test_a_diffusion_classification_runs_on_the_worker_and_matches_the_core(tmp_
         got = client.get(r.json()["links"]["self"], headers=client.hdr).json()
         assert got["network_evaluations"] == 1 and got["settings"] == {"method": "robust"}
         assert len(client.get("/v1/classifications", headers=client.hdr).json()["items"]) == 2
+        # the stored image is served back, to its owner only
+        img = client.get(job["links"]["image"], headers=client.hdr)
+        assert img.status_code == 200 and img.headers["content-type"] == "image/png"
+        assert hashlib.sha256(img.content).hexdigest() == job["image_sha256"]
+        stranger = {"Authorization": f"Bearer {new_key(client.settings, 'someone else')}"}
+        assert client.get(job["links"]["image"], headers=stranger).status_code == 404
 
 
 def test_cancel_a_queued_classification_and_the_reaper_resends_lost_ones(tmp_path):

@@ -86,6 +86,7 @@ def test_a_succeeded_classification_shows_its_prediction_probabilities_and_setti
                             ("timestep_policy", "stratified")):
             assert f"<th>{name}</th><td><code>{value}</code></td>" in page
         assert f'href="/v1/classifications/{job_id}"' in page
+        assert f'src="/v1/classifications/{job_id}/image.png"' in page
         assert client.get(f"/v1/classifications/{job_id}").json()["class_name"] == "7"   # by the session cookie
 
 
