@@ -10,16 +10,16 @@ files are the API's URLs, which take the same session cookie.
 from __future__ import annotations
 
 import json
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from app.api.analyses import resource
+from app.api.job_routes import may_see
 from app.deps import get_db, get_settings
 from app.errors import excerpt
-from app.survey.researcher_auth import session_key
+from app.survey.researcher_auth import login_redirect, session_key
 from app.survey.web import message, render
 from model_core.analysis import kinds
 from worker import analysis_jobs, media
@@ -52,15 +52,11 @@ def markdown_blocks(text: str) -> list[dict]:
     return blocks
 
 
-def _login(request: Request) -> RedirectResponse:
-    return RedirectResponse(f"/researcher/login?next={quote(request.url.path)}", status_code=303)
-
-
 @router.get("")
 def analysis_list(request: Request, session: Session = Depends(get_db)) -> Response:
     key = session_key(request, session)
     if key is None:
-        return _login(request)
+        return login_redirect(request)
     rows = [resource(j) for j in analysis_jobs.list_for(session, None if key.is_admin else key.id, 200)]
     return render(request, "analysis/list.html", {"title": "Analyses", "analyses": rows, "key": key,
                                                   "kinds": kinds.entries()})
@@ -71,9 +67,9 @@ def analysis_page(job_id: str, request: Request, session: Session = Depends(get_
                   settings: Settings = Depends(get_settings)) -> Response:
     key = session_key(request, session)
     if key is None:
-        return _login(request)
+        return login_redirect(request)
     job = analysis_jobs.get(session, job_id)
-    if job is None or not (key.is_admin or job.owner_key_id == key.id):
+    if not may_see(job, key):
         return message(request, "Analysis not found", f"There is no analysis {excerpt(job_id, 40)!r}.", 404,
                        link="/researcher/analyses", link_text="All analyses")
     info = resource(job)

@@ -4,32 +4,27 @@ succeeded, the predicted class and every class's probability.
     GET /researcher/classifications          every classification of the signed-in key (all, for an admin key)
     GET /researcher/classifications/{id}     status (refreshing while it runs), prediction, probabilities, settings
 
-Signed in as on the survey pages (``app.survey.researcher``). The uploaded image
-is not shown: no API URL serves it, and the pages' policy allows images from
-this server's URLs only.
+Signed in as on the survey pages (``app.survey.researcher``); the image is the
+API's URL (``.../image.png``), which takes the same session cookie.
 """
 from __future__ import annotations
 
 import json
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from app.api.classifications import resource
+from app.api.job_routes import may_see
 from app.deps import get_db
 from app.errors import excerpt
-from app.survey.researcher_auth import session_key
+from app.survey.researcher_auth import login_redirect, session_key
 from app.survey.web import message, render
 from worker import classification_jobs
 
 PAGES = "/researcher/classifications"
 router = APIRouter(prefix=PAGES, include_in_schema=False)
-
-
-def _login(request: Request) -> RedirectResponse:
-    return RedirectResponse(f"/researcher/login?next={quote(request.url.path)}", status_code=303)
 
 
 def _row(job) -> dict:
@@ -42,7 +37,7 @@ def _row(job) -> dict:
 def classification_list(request: Request, session: Session = Depends(get_db)) -> Response:
     key = session_key(request, session)
     if key is None:
-        return _login(request)
+        return login_redirect(request)
     rows = [_row(j) for j in classification_jobs.list_for(session, None if key.is_admin else key.id, 200)]
     return render(request, "classification/list.html", {"title": "Classifications", "classifications": rows,
                                                         "key": key})
@@ -52,9 +47,9 @@ def classification_list(request: Request, session: Session = Depends(get_db)) ->
 def classification_page(job_id: str, request: Request, session: Session = Depends(get_db)) -> Response:
     key = session_key(request, session)
     if key is None:
-        return _login(request)
+        return login_redirect(request)
     job = classification_jobs.get(session, job_id)
-    if job is None or not (key.is_admin or job.owner_key_id == key.id):
+    if not may_see(job, key):
         return message(request, "Classification not found", f"There is no classification {excerpt(job_id, 40)!r}.",
                        404, link=PAGES, link_text="All classifications")
     info = _row(job)

@@ -6,32 +6,27 @@ shards and its table, row by row as they complete.
 """
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from app.analysis_pages import markdown_blocks
 from app.api.evaluations import resource
+from app.api.job_routes import may_see
 from app.deps import get_db
 from app.errors import excerpt
-from app.survey.researcher_auth import session_key
+from app.survey.researcher_auth import login_redirect, session_key
 from app.survey.web import message, render
 from worker import evaluation_jobs
 
 router = APIRouter(prefix="/researcher/evaluations", include_in_schema=False)
 
 
-def _login(request: Request) -> RedirectResponse:
-    return RedirectResponse(f"/researcher/login?next={quote(request.url.path)}", status_code=303)
-
-
 @router.get("")
 def evaluation_list(request: Request, session: Session = Depends(get_db)) -> Response:
     key = session_key(request, session)
     if key is None:
-        return _login(request)
+        return login_redirect(request)
     rows = [resource(session, e) for e in evaluation_jobs.list_for(session, None if key.is_admin else key.id, 200)]
     return render(request, "evaluation/list.html", {"title": "Evaluations", "evaluations": rows, "key": key})
 
@@ -40,9 +35,9 @@ def evaluation_list(request: Request, session: Session = Depends(get_db)) -> Res
 def evaluation_page(evaluation_id: str, request: Request, session: Session = Depends(get_db)) -> Response:
     key = session_key(request, session)
     if key is None:
-        return _login(request)
+        return login_redirect(request)
     ev = evaluation_jobs.get(session, evaluation_id)
-    if ev is None or not (key.is_admin or ev.owner_key_id == key.id):
+    if not may_see(ev, key):
         return message(request, "Evaluation not found", f"There is no evaluation {excerpt(evaluation_id, 40)!r}.",
                        404, link="/researcher/evaluations", link_text="All evaluations")
     info = resource(session, ev)

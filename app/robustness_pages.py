@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import json
 import re
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from app.analysis_pages import markdown_blocks
 from app.api.robustness import resource
+from app.api.job_routes import may_see
 from app.deps import get_db
 from app.errors import excerpt
-from app.survey.researcher_auth import session_key
+from app.survey.researcher_auth import login_redirect, session_key
 from app.survey.web import message, render
 from worker import robustness_jobs
 
@@ -30,10 +30,6 @@ router = APIRouter(prefix=PAGES, include_in_schema=False)
 
 # model_core.robustness.report writes each sanity check as "- PASS: <check>: <JSON detail>".
 _CHECK = re.compile(r"- (PASS|FAIL): ([^:]+?)(?:: (.*))?$")
-
-
-def _login(request: Request) -> RedirectResponse:
-    return RedirectResponse(f"/researcher/login?next={quote(request.url.path)}", status_code=303)
 
 
 def _detail(text: str | None) -> str:
@@ -78,7 +74,7 @@ def _row(job) -> dict:
 def robustness_list(request: Request, session: Session = Depends(get_db)) -> Response:
     key = session_key(request, session)
     if key is None:
-        return _login(request)
+        return login_redirect(request)
     rows = [_row(j) for j in robustness_jobs.list_for(session, None if key.is_admin else key.id, 200)]
     return render(request, "robustness/list.html", {"title": "Robustness reports", "reports": rows, "key": key})
 
@@ -87,9 +83,9 @@ def robustness_list(request: Request, session: Session = Depends(get_db)) -> Res
 def robustness_page(job_id: str, request: Request, session: Session = Depends(get_db)) -> Response:
     key = session_key(request, session)
     if key is None:
-        return _login(request)
+        return login_redirect(request)
     job = robustness_jobs.get(session, job_id)
-    if job is None or not (key.is_admin or job.owner_key_id == key.id):
+    if not may_see(job, key):
         return message(request, "Robustness report not found",
                        f"There is no robustness report {excerpt(job_id, 40)!r}.", 404,
                        link=PAGES, link_text="All robustness reports")

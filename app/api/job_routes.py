@@ -33,9 +33,14 @@ def media_file(settings: Settings, rel: str, media_type: str, what: str) -> File
     return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=86400"})
 
 
+def may_see(job: Any, key: ApiKey) -> bool:
+    """A job (or evaluation) is its creator's and the admins'."""
+    return job is not None and (key.is_admin or job.owner_key_id == key.id)
+
+
 def visible(job: Any, key: ApiKey, job_id: str, noun: str) -> Any:
     """``job`` when ``key`` may see it; else a 404 that reads "no <noun> with id ...", as for a missing one."""
-    if job is None or not (key.is_admin or job.owner_key_id == key.id):
+    if not may_see(job, key):
         raise HTTPException(404, f"no {noun} with id {excerpt(job_id, 40)!r}")
     return job
 

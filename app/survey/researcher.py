@@ -20,7 +20,6 @@ Every POST carries the page's CSRF token (an HMAC of the session cookie).
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -30,15 +29,11 @@ from app.errors import Answer, excerpt
 from app.deps import get_db
 from app.keys import find_key
 from app.survey import access, exits, quality, security, studies
-from app.survey.researcher_auth import session_key
+from app.survey.researcher_auth import login_redirect, session_key
 from app.survey.web import message, render
 from worker.db import utcnow
 
 router = APIRouter(prefix="/researcher", include_in_schema=False)
-
-
-def _login_redirect(request: Request) -> RedirectResponse:
-    return RedirectResponse(f"/researcher/login?next={quote(request.url.path)}", status_code=303)
 
 
 def _safe_next(target: str | None) -> str:
@@ -90,7 +85,7 @@ def logout() -> Response:
 def survey_list(request: Request, session: Session = Depends(get_db)) -> Response:
     key = session_key(request, session)
     if key is None:
-        return _login_redirect(request)
+        return login_redirect(request)
     rows = [studies.summary(session, studies.refresh(session, s)) for s in studies.list_studies(session, key, 500)]
     return render(request, "survey/researcher_list.html", {"title": "Studies", "studies": rows, "key": key})
 
@@ -99,7 +94,7 @@ def _signed_in(request: Request, session: Session, study_id: str):
     """(key, study) for a signed-in researcher who may see the study; else the response to send."""
     key = session_key(request, session)
     if key is None:
-        return _login_redirect(request)
+        return login_redirect(request)
     study = studies.get_study(session, study_id)
     if study is None or not access.can_see(session, key, study):
         return message(request, "Study not found", f"There is no study {excerpt(study_id, 40)!r}.", 404,

@@ -9,7 +9,10 @@ the cookie only together with a CSRF token in the form.
 """
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from fastapi import Depends, HTTPException, Request
+from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
 from app.auth import optional_api_key
@@ -18,6 +21,11 @@ from app.keys import ApiKey
 from app.survey import security
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def login_redirect(request: Request) -> RedirectResponse:
+    """The sign-in page, coming back to this page after it."""
+    return RedirectResponse(f"/researcher/login?next={quote(request.url.path)}", status_code=303)
 
 
 def session_key(request: Request, session: Session) -> ApiKey | None:
